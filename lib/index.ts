@@ -1,0 +1,3 @@
+export { FoveaError, type FoveaErrorCode } from './errors';
+export { info, formatInfo, version, type FoveaInfo } from './info';
+export type { CudaDeviceInfo } from './native';

@@ -1,0 +1,50 @@
+// info(): what this binary can do, for `fovea info` and bug reports.
+#include "addon/addon.h"
+#include "core/cpu_features.h"
+#include "core/device.h"
+#include "core/thread_pool.h"
+
+namespace fovea::addon {
+
+static Napi::Value info(const Napi::CallbackInfo & args) {
+    Napi::Env env = args.Env();
+    Napi::Object out = Napi::Object::New(env);
+    Napi::Array backends = Napi::Array::New(env);
+    for (const auto & name : compiled_backends()) backends.Set(backends.Length(), name);
+    out.Set("backends", backends);
+    out.Set("cpuFeatures", cpu_features_string());
+    out.Set("cpuIsa", cpu_isa_name(cpu_isa()));
+    out.Set("threads", default_thread_pool().size());
+    out.Set("napiVersion", NAPI_VERSION);
+
+    const CudaStatus & cs = cuda_status();
+    Napi::Object cuda = Napi::Object::New(env);
+    cuda.Set("compiled", cs.compiled);
+    cuda.Set("available", cs.available);
+    cuda.Set("reason", cs.reason);
+    cuda.Set("driverVersion", cs.driver_version);
+    cuda.Set("runtimeVersion", cs.runtime_version);
+    Napi::Array archs = Napi::Array::New(env);
+    for (const auto & a : cs.architectures) archs.Set(archs.Length(), a);
+    cuda.Set("architectures", archs);
+    Napi::Array devices = Napi::Array::New(env);
+    for (const auto & d : cs.devices) {
+        Napi::Object dev = Napi::Object::New(env);
+        dev.Set("index", d.index);
+        dev.Set("name", d.name);
+        dev.Set("computeCapability", std::to_string(d.compute_major) + "." + std::to_string(d.compute_minor));
+        dev.Set("totalMemory", static_cast<double>(d.total_memory));
+        dev.Set("multiprocessors", d.multiprocessors);
+        devices.Set(devices.Length(), dev);
+    }
+    cuda.Set("devices", devices);
+    out.Set("cuda", cuda);
+    return out;
+}
+
+Napi::Object init_info(Napi::Env env, Napi::Object exports) {
+    exports.Set("info", Napi::Function::New(env, info, "info"));
+    return exports;
+}
+
+}  // namespace fovea::addon

@@ -1,0 +1,348 @@
+// runOp(name, inputs, attrs): runs one op of a backend in an AsyncWorker.
+// Internal surface for the conformance suite and the benchmarks (lib/ops.ts
+// validates before calling); inputs are copied so the worker never touches JS.
+#include <cstring>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "addon/addon.h"
+#include "core/device.h"
+#include "core/ops.h"
+
+namespace fovea::addon {
+
+namespace {
+
+struct OpOutput {
+    Tensor tensor;                  // float32 result
+    std::vector<int64_t> indices;   // nms result
+    bool is_indices = false;
+};
+
+// Attribute readers: missing keys take the default; wrong types are ERR_OPTIONS.
+class Attrs {
+  public:
+    explicit Attrs(Napi::Object obj) : obj_(obj) {}
+    double number(const char * key, double fallback) const {
+        if (!obj_.Has(key) || obj_.Get(key).IsUndefined()) return fallback;
+        Napi::Value v = obj_.Get(key);
+        if (!v.IsNumber()) throw Error(ErrorCode::Options, std::string("attribute '") + key + "' must be a number");
+        return v.As<Napi::Number>().DoubleValue();
+    }
+    int integer(const char * key, int fallback) const {
+        double v = number(key, fallback);
+        if (v != static_cast<double>(static_cast<int>(v)))
+            throw Error(ErrorCode::Options, std::string("attribute '") + key + "' must be an integer");
+        return static_cast<int>(v);
+    }
+    bool boolean(const char * key, bool fallback) const {
+        if (!obj_.Has(key) || obj_.Get(key).IsUndefined()) return fallback;
+        Napi::Value v = obj_.Get(key);
+        if (!v.IsBoolean()) throw Error(ErrorCode::Options, std::string("attribute '") + key + "' must be a boolean");
+        return v.As<Napi::Boolean>().Value();
+    }
+    std::string string(const char * key, const std::string & fallback) const {
+        if (!obj_.Has(key) || obj_.Get(key).IsUndefined()) return fallback;
+        Napi::Value v = obj_.Get(key);
+        if (!v.IsString()) throw Error(ErrorCode::Options, std::string("attribute '") + key + "' must be a string");
+        return v.As<Napi::String>().Utf8Value();
+    }
+    std::vector<int> ints(const char * key, std::vector<int> fallback) const {
+        if (!obj_.Has(key) || obj_.Get(key).IsUndefined()) return fallback;
+        Napi::Value v = obj_.Get(key);
+        if (!v.IsArray()) throw Error(ErrorCode::Options, std::string("attribute '") + key + "' must be an array");
+        Napi::Array a = v.As<Napi::Array>();
+        if (a.Length() != fallback.size())
+            throw Error(ErrorCode::Options, std::string("attribute '") + key + "' must have " +
+                                                std::to_string(fallback.size()) + " values");
+        std::vector<int> out;
+        for (uint32_t i = 0; i < a.Length(); i++) {
+            Napi::Value e = a.Get(i);
+            if (!e.IsNumber()) throw Error(ErrorCode::Options, std::string("attribute '") + key + "' must hold numbers");
+            double d = e.As<Napi::Number>().DoubleValue();
+            if (d != static_cast<double>(static_cast<int>(d)))
+                throw Error(ErrorCode::Options, std::string("attribute '") + key + "' must hold integers");
+            out.push_back(static_cast<int>(d));
+        }
+        return out;
+    }
+
+  private:
+    Napi::Object obj_;
+};
+
+Activation parse_activation(const std::string & s) {
+    if (s == "none") return Activation::None;
+    if (s == "relu") return Activation::Relu;
+    if (s == "sigmoid") return Activation::Sigmoid;
+    throw Error(ErrorCode::Options, "activation must be 'none', 'relu' or 'sigmoid', got '" + s + "'");
+}
+
+ResizeCoord parse_coord(const std::string & s) {
+    if (s == "align_corners") return ResizeCoord::AlignCorners;
+    if (s == "half_pixel") return ResizeCoord::HalfPixel;
+    if (s == "pytorch_half_pixel") return ResizeCoord::PytorchHalfPixel;
+    if (s == "asymmetric") return ResizeCoord::Asymmetric;
+    throw Error(ErrorCode::Options, "coord must be align_corners, half_pixel, pytorch_half_pixel or asymmetric");
+}
+
+// Copies a JS {data, shape} into an owned tensor.
+Tensor read_tensor(Napi::Value v, size_t index) {
+    if (v.IsNull() || v.IsUndefined()) return Tensor();
+    std::string where = "input " + std::to_string(index);
+    if (!v.IsObject()) throw Error(ErrorCode::Input, where + " must be {data, shape} or null");
+    Napi::Object o = v.As<Napi::Object>();
+    Napi::Value data = o.Get("data");
+    Napi::Value shape_v = o.Get("shape");
+    if (!shape_v.IsArray()) throw Error(ErrorCode::Input, where + ": shape must be an array");
+    Napi::Array shape_a = shape_v.As<Napi::Array>();
+    if (shape_a.Length() > 8) throw Error(ErrorCode::Input, where + ": at most 8 dims");
+    Shape shape;
+    for (uint32_t i = 0; i < shape_a.Length(); i++) {
+        Napi::Value d = shape_a.Get(i);
+        if (!d.IsNumber()) throw Error(ErrorCode::Input, where + ": shape must hold numbers");
+        double dv = d.As<Napi::Number>().DoubleValue();
+        if (!(dv >= 0) || dv != static_cast<double>(static_cast<int64_t>(dv)) || dv > 9.0e15)
+            throw Error(ErrorCode::Input, where + ": dims must be non-negative integers");
+        shape.push_back(static_cast<int64_t>(dv));
+    }
+    if (!data.IsTypedArray()) throw Error(ErrorCode::Input, where + ": data must be a typed array");
+    Napi::TypedArray ta = data.As<Napi::TypedArray>();
+    DType dtype;
+    switch (ta.TypedArrayType()) {
+        case napi_float32_array: dtype = DType::F32; break;
+        case napi_int32_array: dtype = DType::I32; break;
+        case napi_bigint64_array: dtype = DType::I64; break;
+        default: throw Error(ErrorCode::Input, where + ": data must be Float32Array, Int32Array or BigInt64Array");
+    }
+    int64_t n = shape_numel(shape);
+    if (static_cast<int64_t>(ta.ElementLength()) != n)
+        throw Error(ErrorCode::Input, where + ": " + std::to_string(ta.ElementLength()) + " values for shape " +
+                                          shape_str(shape));
+    Tensor t = Tensor::empty(shape, dtype);
+    if (t.nbytes()) {
+        const uint8_t * src = static_cast<const uint8_t *>(ta.ArrayBuffer().Data()) + ta.ByteOffset();
+        std::memcpy(t.raw(), src, t.nbytes());
+    }
+    return t;
+}
+
+using OpFn = std::function<OpOutput(Backend &, const std::vector<Tensor> &)>;
+
+const Tensor & input(const std::vector<Tensor> & in, size_t i) {
+    static const Tensor none;
+    return i < in.size() ? in[i] : none;
+}
+
+// Reads the attributes of `name` on the JS thread and returns the work to run.
+OpFn make_op(const std::string & name, const Attrs & a) {
+    auto single = [](Tensor t) { return OpOutput{std::move(t), {}, false}; };
+    if (name == "conv2d") {
+        Conv2dParams p;
+        auto s = a.ints("strides", {1, 1}), d = a.ints("dilations", {1, 1}), pads = a.ints("pads", {0, 0, 0, 0});
+        p.stride_h = s[0]; p.stride_w = s[1]; p.dilation_h = d[0]; p.dilation_w = d[1];
+        p.pad_top = pads[0]; p.pad_left = pads[1]; p.pad_bottom = pads[2]; p.pad_right = pads[3];
+        p.groups = a.integer("groups", 1);
+        p.activation = parse_activation(a.string("activation", "none"));
+        return [=](Backend & b, const std::vector<Tensor> & in) {
+            return single(b.conv2d(input(in, 0), input(in, 1), input(in, 2), p));
+        };
+    }
+    if (name == "gemm") {
+        GemmParams p;
+        p.trans_a = a.boolean("transA", false); p.trans_b = a.boolean("transB", false);
+        p.alpha = float(a.number("alpha", 1.0)); p.beta = float(a.number("beta", 1.0));
+        p.activation = parse_activation(a.string("activation", "none"));
+        return [=](Backend & b, const std::vector<Tensor> & in) {
+            return single(b.gemm(input(in, 0), input(in, 1), input(in, 2), p));
+        };
+    }
+    if (name == "linear") {
+        Activation act = parse_activation(a.string("activation", "none"));
+        return [=](Backend & b, const std::vector<Tensor> & in) {
+            return single(b.linear(input(in, 0), input(in, 1), input(in, 2), act));
+        };
+    }
+    if (name == "max_pool2d" || name == "avg_pool2d") {
+        Pool2dParams p;
+        auto k = a.ints("kernel", {1, 1}), s = a.ints("strides", {1, 1}), d = a.ints("dilations", {1, 1}),
+             pads = a.ints("pads", {0, 0, 0, 0});
+        p.kernel_h = k[0]; p.kernel_w = k[1]; p.stride_h = s[0]; p.stride_w = s[1];
+        p.dilation_h = d[0]; p.dilation_w = d[1];
+        p.pad_top = pads[0]; p.pad_left = pads[1]; p.pad_bottom = pads[2]; p.pad_right = pads[3];
+        p.ceil_mode = a.boolean("ceilMode", false);
+        p.count_include_pad = a.boolean("countIncludePad", false);
+        bool is_max = name == "max_pool2d";
+        return [=](Backend & b, const std::vector<Tensor> & in) {
+            return single(is_max ? b.max_pool2d(input(in, 0), p) : b.avg_pool2d(input(in, 0), p));
+        };
+    }
+    if (name == "relu") return [=](Backend & b, const std::vector<Tensor> & in) { return single(b.relu(input(in, 0))); };
+    if (name == "sigmoid")
+        return [=](Backend & b, const std::vector<Tensor> & in) { return single(b.sigmoid(input(in, 0))); };
+    if (name == "softmax") {
+        int axis = a.integer("axis", -1);
+        return [=](Backend & b, const std::vector<Tensor> & in) { return single(b.softmax(input(in, 0), axis)); };
+    }
+    if (name == "resize_bilinear") {
+        ResizeParams p;
+        auto size = a.ints("size", {0, 0});
+        p.out_h = size[0]; p.out_w = size[1];
+        p.coord = parse_coord(a.string("coord", "align_corners"));
+        p.scale_h = a.number("scaleH", 0.0); p.scale_w = a.number("scaleW", 0.0);
+        return [=](Backend & b, const std::vector<Tensor> & in) { return single(b.resize_bilinear(input(in, 0), p)); };
+    }
+    if (name == "upsample_nearest") {
+        int factor = a.integer("factor", 2);
+        return [=](Backend & b, const std::vector<Tensor> & in) {
+            return single(b.upsample_nearest(input(in, 0), factor));
+        };
+    }
+    if (name == "concat") {
+        int axis = a.integer("axis", 0);
+        return [=](Backend & b, const std::vector<Tensor> & in) { return single(b.concat(in, axis)); };
+    }
+    if (name == "add") {
+        Activation act = parse_activation(a.string("activation", "none"));
+        return [=](Backend & b, const std::vector<Tensor> & in) {
+            return single(b.add(input(in, 0), input(in, 1), act));
+        };
+    }
+    if (name == "batch_norm") {
+        float eps = float(a.number("epsilon", 1e-5));
+        return [=](Backend & b, const std::vector<Tensor> & in) {
+            return single(b.batch_norm(input(in, 0), input(in, 1), input(in, 2), input(in, 3), input(in, 4), eps));
+        };
+    }
+    if (name == "roi_max_pool") {
+        RoiPoolParams p;
+        auto size = a.ints("size", {7, 7});
+        p.out_h = size[0]; p.out_w = size[1];
+        p.spatial_scale = float(a.number("spatialScale", 1.0));
+        p.round_bins = a.boolean("roundBins", false);
+        return [=](Backend & b, const std::vector<Tensor> & in) {
+            return single(b.roi_max_pool(input(in, 0), input(in, 1), p));
+        };
+    }
+    if (name == "roi_align") {
+        RoiAlignParams p;
+        auto size = a.ints("size", {1, 1});
+        p.out_h = size[0]; p.out_w = size[1];
+        p.spatial_scale = float(a.number("spatialScale", 1.0));
+        p.sampling_ratio = a.integer("samplingRatio", 0);
+        p.aligned = a.boolean("aligned", false);
+        std::string mode = a.string("mode", "avg");
+        if (mode != "avg" && mode != "max") throw Error(ErrorCode::Options, "roi_align mode must be 'avg' or 'max'");
+        p.max_mode = mode == "max";
+        return [=](Backend & b, const std::vector<Tensor> & in) {
+            return single(b.roi_align(input(in, 0), input(in, 1), input(in, 2), p));
+        };
+    }
+    if (name == "nms") {
+        NmsParams p;
+        p.iou_threshold = float(a.number("iouThreshold", 0.5));
+        p.score_threshold = float(a.number("scoreThreshold", -1e30));
+        p.max_output = static_cast<int64_t>(a.number("maxOutput", -1));
+        p.pixel_offset = float(a.number("pixelOffset", 0));
+        p.center_point_box = a.boolean("centerPointBox", false);
+        return [=](Backend & b, const std::vector<Tensor> & in) {
+            OpOutput out;
+            out.indices = b.nms(input(in, 0), input(in, 1), p);
+            out.is_indices = true;
+            return out;
+        };
+    }
+    throw Error(ErrorCode::Options, "unknown op '" + name + "'");
+}
+
+class OpWorker : public Napi::AsyncWorker {
+  public:
+    OpWorker(Napi::Env env, OpFn fn, std::vector<Tensor> inputs, Device device)
+        : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), fn_(std::move(fn)),
+          inputs_(std::move(inputs)), device_(device) {}
+
+    Napi::Promise promise() { return deferred_.Promise(); }
+
+    void Execute() override {
+        try {
+            if (device_.type != DeviceType::CPU) {
+                throw Error(ErrorCode::Device, "runOp: only the cpu backend is available to runOp in this build");
+            }
+            output_ = fn_(cpu_backend(), inputs_);
+        } catch (const Error & e) {
+            code_ = e.code();
+            SetError(e.what());
+        } catch (const std::bad_alloc &) {
+            code_ = ErrorCode::OutOfMemory;
+            SetError("out of memory");
+        } catch (const std::exception & e) {
+            code_ = ErrorCode::Internal;
+            SetError(e.what());
+        }
+    }
+
+    void OnOK() override {
+        Napi::Env env = Env();
+        if (output_.is_indices) {
+            Napi::Array arr = Napi::Array::New(env, output_.indices.size());
+            for (size_t i = 0; i < output_.indices.size(); i++) arr.Set(i, static_cast<double>(output_.indices[i]));
+            deferred_.Resolve(arr);
+            return;
+        }
+        const Tensor & t = output_.tensor;
+        Napi::Float32Array data = Napi::Float32Array::New(env, static_cast<size_t>(t.numel()));
+        if (t.numel()) std::memcpy(data.Data(), t.f32(), t.nbytes());
+        Napi::Array shape = Napi::Array::New(env, t.shape().size());
+        for (size_t i = 0; i < t.shape().size(); i++) shape.Set(i, static_cast<double>(t.shape()[i]));
+        Napi::Object out = Napi::Object::New(env);
+        out.Set("data", data);
+        out.Set("shape", shape);
+        deferred_.Resolve(out);
+    }
+
+    void OnError(const Napi::Error & e) override {
+        deferred_.Reject(make_error(Env(), code_, e.Message()).Value());
+    }
+
+  private:
+    Napi::Promise::Deferred deferred_;
+    OpFn fn_;
+    std::vector<Tensor> inputs_;
+    Device device_;
+    OpOutput output_;
+    ErrorCode code_ = ErrorCode::Internal;
+};
+
+Napi::Value run_op(const Napi::CallbackInfo & args) {
+    Napi::Env env = args.Env();
+    try {
+        if (args.Length() < 3 || !args[0].IsString() || !args[1].IsArray() || !args[2].IsObject())
+            throw Error(ErrorCode::Options, "runOp(name: string, inputs: array, attrs: object)");
+        std::string name = args[0].As<Napi::String>().Utf8Value();
+        Napi::Array in = args[1].As<Napi::Array>();
+        if (in.Length() > 1024) throw Error(ErrorCode::Input, "runOp: at most 1024 inputs");
+        std::vector<Tensor> inputs;
+        for (uint32_t i = 0; i < in.Length(); i++) inputs.push_back(read_tensor(in.Get(i), i));
+        Attrs attrs(args[2].As<Napi::Object>());
+        Device device = parse_device(attrs.string("device", "cpu"));
+        OpFn fn = make_op(name, attrs);
+        auto * worker = new OpWorker(env, std::move(fn), std::move(inputs), device);
+        Napi::Promise promise = worker->promise();
+        worker->Queue();
+        return promise;
+    } catch (const std::exception & e) {
+        auto deferred = Napi::Promise::Deferred::New(env);
+        deferred.Reject(make_error(env, e).Value());
+        return deferred.Promise();
+    }
+}
+
+}  // namespace
+
+Napi::Object init_ops(Napi::Env env, Napi::Object exports) {
+    exports.Set("runOp", Napi::Function::New(env, run_op, "runOp"));
+    return exports;
+}
+
+}  // namespace fovea::addon

@@ -1,0 +1,39 @@
+// Which backends this build has and which devices they can use.
+#pragma once
+
+#include <cstddef>
+#include <string>
+#include <vector>
+
+#include "core/ops.h"
+
+namespace fovea {
+
+struct CudaDeviceInfo {
+    int index = 0;
+    std::string name;
+    int compute_major = 0, compute_minor = 0;
+    size_t total_memory = 0;
+    int multiprocessors = 0;
+};
+
+struct CudaStatus {
+    bool compiled = false;       // CUDA backend compiled into this binary
+    bool available = false;      // compiled, driver usable and at least one device
+    std::string reason;          // why not available
+    int driver_version = 0;      // e.g. 13000; 0 when no driver
+    int runtime_version = 0;     // cudart linked in
+    std::vector<std::string> architectures;  // sm_XX the kernels were built for
+    std::vector<CudaDeviceInfo> devices;
+};
+
+// Probed once and cached; never throws (a missing driver is a status, not an error).
+const CudaStatus & cuda_status();
+
+// Backends compiled into this build, e.g. {"cpu", "cuda"}.
+std::vector<std::string> compiled_backends();
+
+// Parses "cpu", "cuda", "cuda:N"; throws Error(Options) on anything else.
+Device parse_device(const std::string & spec);
+
+}  // namespace fovea

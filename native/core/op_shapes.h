@@ -1,0 +1,38 @@
+// Argument validation and output shapes of every op, shared by all backends.
+// Each function throws Error(Input) or Error(Options) with a message naming
+// the op and the offending value; none of them touches tensor memory.
+#pragma once
+
+#include <vector>
+
+#include "core/ops.h"
+
+namespace fovea {
+
+Shape conv2d_output_shape(const Tensor & x, const Tensor & w, const Tensor & bias, const Conv2dParams & p);
+// Returns {M, N, K} after checking A, B and the broadcast of C.
+struct GemmDims {
+    int64_t m, n, k;
+};
+GemmDims gemm_dims(const Tensor & a, const Tensor & b, const Tensor & c, const GemmParams & p);
+Shape linear_output_shape(const Tensor & x, const Tensor & w, const Tensor & bias);
+Shape pool2d_output_shape(const Tensor & x, const Pool2dParams & p, const char * op);
+// Returns the axis normalised to [0, ndim).
+int softmax_axis(const Tensor & x, int axis);
+Shape resize_output_shape(const Tensor & x, const ResizeParams & p);
+Shape upsample_nearest_output_shape(const Tensor & x, int factor);
+// Returns the axis normalised to [0, ndim).
+int concat_axis(const std::vector<Tensor> & xs, int axis);
+Shape concat_output_shape(const std::vector<Tensor> & xs, int axis);
+void check_same_shape(const Tensor & a, const Tensor & b, const char * op);
+void check_batch_norm(const Tensor & x, const Tensor & scale, const Tensor & bias, const Tensor & mean,
+                      const Tensor & var, float epsilon);
+Shape roi_max_pool_output_shape(const Tensor & x, const Tensor & rois, const RoiPoolParams & p);
+Shape roi_align_output_shape(const Tensor & x, const Tensor & rois, const Tensor & batch_indices,
+                             const RoiAlignParams & p);
+void check_nms(const Tensor & boxes, const Tensor & scores, const NmsParams & p);
+
+// x must be a defined float32 tensor of `ndim` dims (ndim < 0: any).
+void check_f32(const Tensor & x, const char * op, const char * what, int ndim = -1);
+
+}  // namespace fovea

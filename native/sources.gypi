@@ -1,0 +1,43 @@
+# The one list of native sources. binding.gyp includes it; CMakeLists.txt
+# parses it, so the two builds can never disagree about what they compile.
+{
+  'variables': {
+    'fovea_core_sources': [
+      'native/core/allocator.cc',
+      'native/core/cpu_features.cc',
+      'native/core/error.cc',
+      'native/core/op_shapes.cc',
+      'native/core/tensor.cc',
+      'native/core/thread_pool.cc',
+      'native/core/fold_batch_norm.cc',
+      'native/core/backends.cc',
+      'native/cpu/activation.cc',
+      'native/cpu/backend.cc',
+      'native/cpu/batchnorm.cc',
+      'native/cpu/conv.cc',
+      'native/cpu/elementwise.cc',
+      'native/cpu/gemm.cc',
+      'native/cpu/nms.cc',
+      'native/cpu/pool.cc',
+      'native/cpu/resize.cc',
+      'native/cpu/roi.cc',
+    ],
+    'fovea_cuda_sources': [
+      'native/cuda/device.cu',
+    ],
+    'fovea_addon_sources': [
+      'native/addon/addon.cc',
+      'native/addon/info.cc',
+      'native/addon/ops_binding.cc',
+    ],
+    'fovea_test_sources': [
+      'native/test/harness.cc',
+      'native/test/test_core.cc',
+      'native/test/test_conv_gemm.cc',
+      'native/test/test_ops.cc',
+    ],
+    'fovea_bench_sources': [
+      'native/bench/bench_main.cc',
+    ],
+  },
+}

@@ -1,0 +1,85 @@
+#include "test/harness.h"
+
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <exception>
+
+namespace fovea::test {
+
+std::vector<TestCase> & registry() {
+    static std::vector<TestCase> cases;
+    return cases;
+}
+
+Tensor random_tensor(const Shape & shape, uint64_t seed, float lo, float hi) {
+    Tensor t = Tensor::empty(shape);
+    float * p = t.f32();
+    uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
+    for (int64_t i = 0; i < t.numel(); i++) {
+        // xorshift64*: fast, portable, good enough for test data.
+        s ^= s >> 12;
+        s ^= s << 25;
+        s ^= s >> 27;
+        uint64_t r = s * 0x2545F4914F6CDD1Dull;
+        float u = static_cast<float>(r >> 40) / static_cast<float>(1ull << 24);
+        p[i] = lo + (hi - lo) * u;
+    }
+    return t;
+}
+
+static void check_comparable(const Tensor & a, const Tensor & b) {
+    if (a.shape() != b.shape()) {
+        throw Failure("shape mismatch: " + shape_str(a.shape()) + " vs " + shape_str(b.shape()));
+    }
+}
+
+double nmse(const Tensor & actual, const Tensor & expected) {
+    check_comparable(actual, expected);
+    const float * a = actual.f32();
+    const float * b = expected.f32();
+    double num = 0, den = 0;
+    for (int64_t i = 0; i < actual.numel(); i++) {
+        double d = double(a[i]) - double(b[i]);
+        num += d * d;
+        den += double(b[i]) * double(b[i]);
+    }
+    if (den == 0) return num;
+    return num / den;
+}
+
+double max_abs_diff(const Tensor & actual, const Tensor & expected) {
+    check_comparable(actual, expected);
+    const float * a = actual.f32();
+    const float * b = expected.f32();
+    double m = 0;
+    for (int64_t i = 0; i < actual.numel(); i++) {
+        double d = std::fabs(double(a[i]) - double(b[i]));
+        if (!(d <= m)) m = d;  // NaN propagates as a failure
+    }
+    return m;
+}
+
+}  // namespace fovea::test
+
+int main(int argc, char ** argv) {
+    using namespace fovea::test;
+    const char * filter = argc > 1 ? argv[1] : nullptr;
+    int passed = 0, failed = 0;
+    for (auto & tc : registry()) {
+        if (filter && std::strstr(tc.name.c_str(), filter) == nullptr) continue;
+        auto t0 = std::chrono::steady_clock::now();
+        try {
+            tc.fn();
+            double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+            std::printf("ok   %s (%.1f ms)\n", tc.name.c_str(), ms);
+            passed++;
+        } catch (const std::exception & e) {
+            std::printf("FAIL %s: %s\n", tc.name.c_str(), e.what());
+            failed++;
+        }
+        std::fflush(stdout);
+    }
+    std::printf("%d passed, %d failed\n", passed, failed);
+    return failed == 0 && passed > 0 ? 0 : 1;
+}
