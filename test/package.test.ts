@@ -1,0 +1,99 @@
+import { execFileSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { FoveaError, info } from '../lib/index';
+import { native } from '../lib/native';
+import { toFoveaError } from '../lib/errors';
+
+const root = path.join(__dirname, '..');
+
+describe('package surface', () => {
+  it('info() reports the version, backends, CPU kernels and CUDA status', () => {
+    const i = info();
+    expect(i.version).toBe(JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8')).version);
+    expect(i.backends).toContain('cpu');
+    expect(['scalar', 'avx2', 'avx512']).toContain(i.cpuIsa);
+    expect(i.threads).toBeGreaterThanOrEqual(1);
+    expect(i.napiVersion).toBe(8);
+    // Either a device list or the reason there is none; never a silent nothing.
+    if (i.cuda.available) expect(i.cuda.devices.length).toBeGreaterThan(0);
+    else expect(i.cuda.reason).toMatch(/\w+/);
+    expect(i.cuda.compiled).toBe(i.backends.includes('cuda'));
+  });
+
+  it('is the same module from require and import', () => {
+    // A real Node process, not vitest's module runner, resolves the package
+    // through its "exports" map the way users do.
+    const script = [
+      "import { createRequire } from 'node:module';",
+      "import * as esm from 'fovea';",
+      'const cjs = createRequire(import.meta.url)(\'fovea\');',
+      "const names = Object.keys(esm).filter((k) => k !== 'default').sort();",
+      "if (JSON.stringify(names) !== JSON.stringify(Object.keys(cjs).sort())) throw new Error('names differ');",
+      "for (const n of names) if (esm[n] !== cjs[n]) throw new Error('not the same object: ' + n);",
+      "console.log(names.join(','));",
+    ].join('\n');
+    const out = execFileSync(process.execPath, ['--input-type=module', '-e', script], { cwd: root, encoding: 'utf8' });
+    expect(out).toMatch(/FoveaError/);
+    expect(out).toMatch(/info/);
+  });
+
+  it('`fovea info --json` prints what info() returns', () => {
+    const out = execFileSync(process.execPath, [path.join(root, 'dist', 'cli.js'), 'info', '--json'], {
+      encoding: 'utf8',
+    });
+    const parsed = JSON.parse(out);
+    expect(parsed.backends).toEqual(info().backends);
+    expect(parsed.cuda.compiled).toBe(info().cuda.compiled);
+  });
+});
+
+describe('native errors become FoveaError with a code', () => {
+  const run = (name: string, inputs: Parameters<ReturnType<typeof native>['runOp']>[1], attrs = {}) =>
+    native()
+      .runOp(name, inputs, attrs)
+      .catch((e: unknown) => {
+        throw toFoveaError(e);
+      });
+
+  it('unknown op is ERR_OPTIONS', async () => {
+    await expect(run('no_such_op', [], {})).rejects.toMatchObject({ code: 'ERR_OPTIONS' });
+  });
+
+  it('data that does not fill the shape is ERR_INPUT', async () => {
+    const err = await run('relu', [{ data: new Float32Array(3), shape: [2, 2] }]).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(FoveaError);
+    expect((err as FoveaError).code).toBe('ERR_INPUT');
+    expect((err as FoveaError).message).toMatch(/3 values for shape \[2, 2\]/);
+  });
+
+  it('bad op parameters are ERR_OPTIONS, bad shapes ERR_INPUT', async () => {
+    const x = { data: new Float32Array(16), shape: [1, 1, 4, 4] };
+    const w = { data: new Float32Array(9), shape: [1, 1, 3, 3] };
+    await expect(run('conv2d', [x, w, null], { strides: [0, 1] })).rejects.toMatchObject({ code: 'ERR_OPTIONS' });
+    await expect(run('conv2d', [x, { data: new Float32Array(18), shape: [1, 2, 3, 3] }, null])).rejects.toMatchObject({
+      code: 'ERR_INPUT',
+    });
+  });
+});
+
+describe('native source lists', () => {
+  // CMake and node-gyp both read native/sources.gypi; this makes sure no
+  // source file in the tree is missing from it.
+  it('every native source file is listed in native/sources.gypi', () => {
+    const gypi = fs.readFileSync(path.join(root, 'native', 'sources.gypi'), 'utf8');
+    const listed = new Set(gypi.match(/native\/[\w/.-]+\.(cc|cu)/g));
+    const onDisk: string[] = [];
+    const walk = (dir: string) => {
+      for (const e of fs.readdirSync(path.join(root, dir), { withFileTypes: true })) {
+        const rel = `${dir}/${e.name}`;
+        if (e.isDirectory()) walk(rel);
+        else if (/\.(cc|cu)$/.test(e.name)) onDisk.push(rel);
+      }
+    };
+    walk('native');
+    expect(onDisk.filter((f) => !listed.has(f))).toEqual([]);
+    expect([...listed].filter((f) => !fs.existsSync(path.join(root, f)))).toEqual([]);
+  });
+});
