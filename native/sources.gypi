@@ -17,10 +17,15 @@
       'native/cpu/conv.cc',
       'native/cpu/elementwise.cc',
       'native/cpu/gemm.cc',
+      'native/cpu/gemm_avx2.cc',
+      'native/cpu/gemm_avx512.cc',
+      'native/cpu/gemm_scalar.cc',
       'native/cpu/nms.cc',
       'native/cpu/pool.cc',
       'native/cpu/resize.cc',
       'native/cpu/roi.cc',
+      'native/io/json.cc',
+      'native/io/safetensors.cc',
     ],
     'fovea_cuda_sources': [
       'native/cuda/device.cu',
@@ -35,6 +40,7 @@
       'native/test/test_core.cc',
       'native/test/test_conv_gemm.cc',
       'native/test/test_ops.cc',
+      'native/test/test_safetensors.cc',
     ],
     'fovea_bench_sources': [
       'native/bench/bench_main.cc',

@@ -1,1 +1,499 @@
-int main() { return 0; }
+// fovea_bench: the native micro-benchmark of the fp32 CPU convolution.
+//   1. Measures this CPU's fp32 peak with an FMA loop (one core, then every
+//      thread of the pool at once) on the widest ISA available.
+//   2. Times every distinct conv layer shape of ResNet-50 and VGG-16 at
+//      224x224 and 800x800 input (batch 1) through cpu::conv2d and reports
+//      the median time, GFLOP/s (2 * MACs) and the fraction of that peak.
+// Links only fovea_core; see bench/README.md for the options.
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <string>
+#include <thread>
+#include <tuple>
+#include <vector>
+
+#include <time.h>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define FOVEA_BENCH_X86 1
+#endif
+
+#include "core/cpu_features.h"
+#include "core/error.h"
+#include "core/ops.h"
+#include "core/thread_pool.h"
+#include "cpu/ops.h"
+
+using namespace fovea;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+// CPU time of the whole process: against wall time x threads it shows how
+// much of the machine the run really had (other load, idle workers).
+double process_cpu_seconds() {
+    timespec ts{};
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
+}
+
+// ---- peak -----------------------------------------------------------------
+// Each loop runs 16 independent FMA chains: more than latency x throughput
+// (4 x 2 on current cores), so the FMA units never wait. Returns a value
+// derived from the accumulators so the compiler keeps the work.
+
+#ifdef FOVEA_BENCH_X86
+__attribute__((target("avx512f,fma"))) float fma_loop_avx512(int64_t iters) {
+    __m512 acc[16];
+    for (int j = 0; j < 16; j++) acc[j] = _mm512_set1_ps(float(j));
+    const __m512 mul = _mm512_set1_ps(0.999999f), add = _mm512_set1_ps(1e-6f);
+    for (int64_t i = 0; i < iters; i++) {
+#pragma GCC unroll 16
+        for (int j = 0; j < 16; j++) acc[j] = _mm512_fmadd_ps(acc[j], mul, add);
+    }
+    __m512 s = acc[0];
+    for (int j = 1; j < 16; j++) s = _mm512_add_ps(s, acc[j]);
+    float out[16];
+    _mm512_storeu_ps(out, s);
+    return out[0] + out[15];
+}
+
+__attribute__((target("avx2,fma"))) float fma_loop_avx2(int64_t iters) {
+    __m256 acc[12];
+    for (int j = 0; j < 12; j++) acc[j] = _mm256_set1_ps(float(j));
+    const __m256 mul = _mm256_set1_ps(0.999999f), add = _mm256_set1_ps(1e-6f);
+    for (int64_t i = 0; i < iters; i++) {
+#pragma GCC unroll 12
+        for (int j = 0; j < 12; j++) acc[j] = _mm256_fmadd_ps(acc[j], mul, add);
+    }
+    __m256 s = acc[0];
+    for (int j = 1; j < 12; j++) s = _mm256_add_ps(s, acc[j]);
+    float out[8];
+    _mm256_storeu_ps(out, s);
+    return out[0] + out[7];
+}
+#endif
+
+float fma_loop_scalar(int64_t iters) {
+    float acc[16];
+    for (int j = 0; j < 16; j++) acc[j] = float(j);
+    for (int64_t i = 0; i < iters; i++) {
+        for (int j = 0; j < 16; j++) acc[j] = acc[j] * 0.999999f + 1e-6f;
+    }
+    float s = 0;
+    for (int j = 0; j < 16; j++) s += acc[j];
+    return s;
+}
+
+// FLOPs of one iteration of the loop for an ISA.
+double flops_per_iter(CpuIsa isa) {
+    switch (isa) {
+        case CpuIsa::Avx512: return 16 * 16 * 2;
+        case CpuIsa::Avx2: return 12 * 8 * 2;
+        case CpuIsa::Scalar: return 16 * 2;
+    }
+    return 0;
+}
+
+float fma_loop(CpuIsa isa, int64_t iters) {
+#ifdef FOVEA_BENCH_X86
+    if (isa == CpuIsa::Avx512) return fma_loop_avx512(iters);
+    if (isa == CpuIsa::Avx2) return fma_loop_avx2(iters);
+#endif
+    return fma_loop_scalar(iters);
+}
+
+volatile float g_sink;
+
+// GFLOP/s of `threads` threads running the loop together (best of 5: other
+// load on the machine can only lower a run).
+double measure_peak(CpuIsa isa, int threads) {
+    int64_t iters = 1 << 16;
+    // Grow the loop until one pass takes ~0.2 s on one thread.
+    for (;;) {
+        auto t0 = Clock::now();
+        g_sink = fma_loop(isa, iters);
+        if (seconds_since(t0) > 0.2 || iters > (int64_t(1) << 40)) break;
+        iters *= 2;
+    }
+    double best = 0;
+    for (int rep = 0; rep < 5; rep++) {
+        std::vector<std::thread> pool;
+        std::vector<float> sinks(static_cast<size_t>(threads));
+        auto t0 = Clock::now();
+        for (int t = 0; t < threads; t++) pool.emplace_back([&, t] { sinks[size_t(t)] = fma_loop(isa, iters); });
+        for (auto & th : pool) th.join();
+        double s = seconds_since(t0);
+        for (float v : sinks) g_sink = v;
+        best = std::max(best, flops_per_iter(isa) * double(iters) * threads / s * 1e-9);
+    }
+    return best;
+}
+
+// ---- conv layers ----------------------------------------------------------
+
+struct Layer {
+    std::string net;     // "resnet50"
+    int64_t size;        // network input size (square)
+    std::string name;    // where it first occurs
+    int64_t c, h, w, oc, k, stride, pad;
+    int count;           // occurrences in the network
+    std::string tag() const { return net + "/" + std::to_string(size); }
+    std::string label() const { return tag() + " " + name; }
+    int64_t oh() const { return (h + 2 * pad - k) / stride + 1; }
+    int64_t ow() const { return (w + 2 * pad - k) / stride + 1; }
+    double gflop() const { return 2.0 * double(oc) * double(oh()) * double(ow()) * double(c) * double(k * k) * 1e-9; }
+};
+
+class LayerList {
+  public:
+    LayerList(std::string net, int64_t size) : net_(std::move(net)), size_(size) {}
+    void add(const std::string & name, int64_t c, int64_t h, int64_t w, int64_t oc, int64_t k, int64_t stride,
+             int64_t pad) {
+        auto key = std::make_tuple(c, h, w, oc, k, stride, pad);
+        auto it = index_.find(key);
+        if (it != index_.end()) {
+            layers_[it->second].count++;
+            return;
+        }
+        index_[key] = layers_.size();
+        layers_.push_back({net_, size_, name, c, h, w, oc, k, stride, pad, 1});
+    }
+    const std::vector<Layer> & layers() const { return layers_; }
+
+  private:
+    std::string net_;
+    int64_t size_;
+    std::vector<Layer> layers_;
+    std::map<std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t>, size_t> index_;
+};
+
+// ResNet-50 as in fb.resnet.torch / torchvision (stride on the 3x3 conv of
+// each stage's first bottleneck), BatchNorm folded into the convs.
+std::vector<Layer> resnet50(int64_t size) {
+    LayerList l("resnet50", size);
+    l.add("conv1 7x7/2", 3, size, size, 64, 7, 2, 3);
+    int64_t h = (size + 6 - 7) / 2 + 1;
+    h = (h + 2 - 3) / 2 + 1;  // max pool 3x3/2 pad 1
+    int64_t in = 64;
+    const int64_t planes[] = {64, 128, 256, 512}, blocks[] = {3, 4, 6, 3};
+    for (int s = 0; s < 4; s++) {
+        const std::string stage = "layer" + std::to_string(s + 1);
+        for (int64_t b = 0; b < blocks[s]; b++) {
+            const int64_t stride = (b == 0 && s > 0) ? 2 : 1;
+            const int64_t p = planes[s], h2 = (h + 2 - 3) / stride + 1;
+            l.add(stage + " 1x1 reduce", in, h, h, p, 1, 1, 0);
+            l.add(stage + (stride == 2 ? " 3x3/2" : " 3x3"), p, h, h, p, 3, stride, 1);
+            l.add(stage + " 1x1 expand", p, h2, h2, 4 * p, 1, 1, 0);
+            if (b == 0) l.add(stage + (stride == 2 ? " downsample 1x1/2" : " downsample 1x1"), in, h, h, 4 * p, 1,
+                              stride, 0);
+            in = 4 * p;
+            h = h2;
+        }
+    }
+    return l.layers();
+}
+
+std::vector<Layer> vgg16(int64_t size) {
+    LayerList l("vgg16", size);
+    const int64_t cfg[] = {64, 64, 0, 128, 128, 0, 256, 256, 256, 0, 512, 512, 512, 0, 512, 512, 512, 0};
+    int64_t in = 3, h = size, block = 1, idx = 1;
+    for (int64_t v : cfg) {
+        if (v == 0) {
+            h /= 2;
+            block++;
+            idx = 1;
+            continue;
+        }
+        l.add("conv" + std::to_string(block) + "_" + std::to_string(idx++) + " 3x3", in, h, h, v, 3, 1, 1);
+        in = v;
+    }
+    return l.layers();
+}
+
+struct Result {
+    Layer layer;
+    double ms;
+    int repeats;
+    double gflops;
+    double utilisation;  // process CPU time / (wall time x threads) over the timed runs
+};
+
+Tensor filled(const Shape & shape, uint64_t seed) {
+    Tensor t = Tensor::empty(shape);
+    float * p = t.f32();
+    uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
+    for (int64_t i = 0; i < t.numel(); i++) {
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        p[i] = float(int64_t(s >> 41) - (int64_t(1) << 22)) / float(1 << 22);
+    }
+    return t;
+}
+
+Result run_layer(const Layer & l, int repeats_opt, int threads) {
+    const Tensor x = filled({1, l.c, l.h, l.w}, 1);
+    const Tensor w = filled({l.oc, l.c, l.k, l.k}, 2);
+    const Tensor b = filled({l.oc}, 3);
+    Conv2dParams p;
+    p.stride_h = p.stride_w = int(l.stride);
+    p.pad_top = p.pad_left = p.pad_bottom = p.pad_right = int(l.pad);
+    p.activation = Activation::Relu;
+    // Warm-up: page in buffers, fill the allocator cache, wake the pool.
+    auto t0 = Clock::now();
+    Tensor y = cpu::conv2d(x, w, b, p);
+    const double first = seconds_since(t0);
+    // Default: as many repeats as fit ~1 s per layer, between 3 and 20.
+    int repeats = repeats_opt > 0 ? repeats_opt : int(std::clamp(1.0 / std::max(first, 1e-6), 3.0, 20.0));
+    std::vector<double> times;
+    const double cpu0 = process_cpu_seconds();
+    const auto wall0 = Clock::now();
+    for (int r = 0; r < repeats; r++) {
+        t0 = Clock::now();
+        y = cpu::conv2d(x, w, b, p);
+        times.push_back(seconds_since(t0));
+    }
+    const double util = (process_cpu_seconds() - cpu0) / (seconds_since(wall0) * threads);
+    std::sort(times.begin(), times.end());
+    const double med = times.size() % 2 ? times[times.size() / 2]
+                                        : 0.5 * (times[times.size() / 2 - 1] + times[times.size() / 2]);
+    return {l, med * 1e3, repeats, l.gflop() / med, util};
+}
+
+std::string cpu_model_name() {
+    std::ifstream f("/proc/cpuinfo");
+    std::string line;
+    while (std::getline(f, line)) {
+        if (line.rfind("model name", 0) == 0) {
+            size_t colon = line.find(':');
+            if (colon != std::string::npos) return line.substr(colon + 2);
+        }
+    }
+    return "unknown";
+}
+
+std::string json_escape(const std::string & s) {
+    std::string o;
+    for (char ch : s) {
+        if (ch == '"' || ch == '\\') o += '\\';
+        o += ch;
+    }
+    return o;
+}
+
+// "a,b,c" -> {"a", "b", "c"}
+std::vector<std::string> split_list(const std::string & s) {
+    std::vector<std::string> out;
+    size_t start = 0;
+    while (start <= s.size()) {
+        const size_t comma = s.find(',', start);
+        const size_t end = comma == std::string::npos ? s.size() : comma;
+        if (end > start) out.push_back(s.substr(start, end - start));
+        start = end + 1;
+    }
+    return out;
+}
+
+// The layer list as the peer benchmark (bench/conv-peer.mjs) reads it.
+void print_layer_json(const std::vector<Layer> & layers) {
+    std::printf("[\n");
+    for (size_t i = 0; i < layers.size(); i++) {
+        const Layer & l = layers[i];
+        std::printf("  {\"net\": \"%s\", \"size\": %lld, \"name\": \"%s\", \"n\": 1, \"c\": %lld, \"h\": %lld, "
+                    "\"w\": %lld, \"oc\": %lld, \"kh\": %lld, \"kw\": %lld, \"stride\": %lld, \"pad\": %lld, "
+                    "\"dilation\": 1, \"groups\": 1, \"oh\": %lld, \"ow\": %lld, \"count\": %d, \"gflop\": %.6f}%s\n",
+                    l.net.c_str(), (long long)l.size, json_escape(l.name).c_str(), (long long)l.c, (long long)l.h,
+                    (long long)l.w, (long long)l.oc, (long long)l.k, (long long)l.k, (long long)l.stride,
+                    (long long)l.pad, (long long)l.oh(), (long long)l.ow(), l.count, l.gflop(),
+                    i + 1 < layers.size() ? "," : "");
+    }
+    std::printf("]\n");
+}
+
+void usage() {
+    std::printf(
+        "usage: fovea_bench [options]\n"
+        "  --net LIST     networks, comma separated (default resnet50,vgg16)\n"
+        "  --size LIST    input sizes, comma separated (default 224,800)\n"
+        "  --filter S     only layers whose \"net/size layer\" label contains S (e.g. resnet50/224, 3x3)\n"
+        "  --repeats N    timed runs per layer after one warm-up (default: ~1 s per layer, 3..20)\n"
+        "  --threads N    worker threads, including the caller (sets FOVEA_NUM_THREADS; default: all)\n"
+        "  --isa I        scalar | avx2 | avx512 (default: the best this CPU has)\n"
+        "  --json FILE    also write the results as JSON\n"
+        "  --no-peak      skip the FMA peak measurement (fractions of peak are then omitted)\n"
+        "  --list-json    print the selected layers as JSON (for bench/conv-peer.mjs) and exit\n");
+}
+
+}  // namespace
+
+int main(int argc, char ** argv) {
+    std::string filter, json_path, nets = "resnet50,vgg16", sizes = "224,800";
+    int repeats = 0, threads = 0;
+    bool peak = true, list_json = false;
+    std::string isa_arg;
+    for (int i = 1; i < argc; i++) {
+        const std::string a = argv[i];
+        auto value = [&](const char * opt) -> std::string {
+            if (i + 1 >= argc) {
+                std::fprintf(stderr, "fovea_bench: %s needs a value\n", opt);
+                std::exit(2);
+            }
+            return argv[++i];
+        };
+        if (a == "--filter") filter = value("--filter");
+        else if (a == "--repeats") repeats = std::atoi(value("--repeats").c_str());
+        else if (a == "--threads") threads = std::atoi(value("--threads").c_str());
+        else if (a == "--json") json_path = value("--json");
+        else if (a == "--isa") isa_arg = value("--isa");
+        else if (a == "--no-peak") peak = false;
+        else if (a == "--list-json") list_json = true;
+        else if (a == "--net") nets = value("--net");
+        else if (a == "--size") sizes = value("--size");
+        else if (a == "--help" || a == "-h") {
+            usage();
+            return 0;
+        } else {
+            std::fprintf(stderr, "fovea_bench: unknown option %s\n", a.c_str());
+            usage();
+            return 2;
+        }
+    }
+    if (repeats < 0 || threads < 0) {
+        std::fprintf(stderr, "fovea_bench: --repeats and --threads must be positive\n");
+        return 2;
+    }
+    std::vector<Layer> layers;
+    for (const std::string & size_text : split_list(sizes)) {
+        const int64_t size = std::atoll(size_text.c_str());
+        if (size < 32 || size > 4096) {
+            std::fprintf(stderr, "fovea_bench: --size must list sizes in [32, 4096], got %s\n", size_text.c_str());
+            return 2;
+        }
+        for (const std::string & net : split_list(nets)) {
+            std::vector<Layer> net_layers;
+            if (net == "resnet50") net_layers = resnet50(size);
+            else if (net == "vgg16") net_layers = vgg16(size);
+            else {
+                std::fprintf(stderr, "fovea_bench: unknown network %s (resnet50, vgg16)\n", net.c_str());
+                return 2;
+            }
+            for (const Layer & l : net_layers) {
+                if (filter.empty() || l.label().find(filter) != std::string::npos) layers.push_back(l);
+            }
+        }
+    }
+    if (list_json) {
+        print_layer_json(layers);
+        return 0;
+    }
+    // The pool reads FOVEA_NUM_THREADS when first used, which is below.
+    if (threads > 0) setenv("FOVEA_NUM_THREADS", std::to_string(threads).c_str(), 1);
+    if (!isa_arg.empty()) {
+        CpuIsa want;
+        if (isa_arg == "scalar") want = CpuIsa::Scalar;
+        else if (isa_arg == "avx2") want = CpuIsa::Avx2;
+        else if (isa_arg == "avx512") want = CpuIsa::Avx512;
+        else {
+            std::fprintf(stderr, "fovea_bench: --isa must be scalar, avx2 or avx512\n");
+            return 2;
+        }
+        set_cpu_isa(want);
+        if (cpu_isa() != want) std::fprintf(stderr, "fovea_bench: %s not supported here, using %s\n",
+                                            isa_arg.c_str(), cpu_isa_name(cpu_isa()));
+    }
+    const int pool_threads = default_thread_pool().size();
+    const CpuIsa isa = cpu_isa();
+    // Peak on the widest ISA the CPU has, whatever --isa asks the convs to use.
+    const CpuIsa saved = cpu_isa();
+    set_cpu_isa(CpuIsa::Avx512);
+    const CpuIsa widest = cpu_isa();
+    set_cpu_isa(saved);
+
+    const std::string model = cpu_model_name();
+    std::printf("cpu: %s (%u hardware threads; %s)\n", model.c_str(), std::thread::hardware_concurrency(),
+                cpu_features_string().c_str());
+    std::printf("conv isa: %s, threads: %d\n", cpu_isa_name(isa), pool_threads);
+
+    double peak1 = 0, peak_all = 0;
+    if (peak) {
+        peak1 = measure_peak(widest, 1);
+        peak_all = pool_threads == 1 ? peak1 : measure_peak(widest, pool_threads);
+        std::printf("fp32 FMA peak (%s): %.1f GFLOP/s on 1 thread, %.1f GFLOP/s on %d threads\n",
+                    cpu_isa_name(widest), peak1, peak_all, pool_threads);
+    }
+
+    std::printf("\n%-13s %-24s %-24s %2s %7s %8s %3s %7s %6s %5s\n", "net", "layer", "in -> out k/s", "n", "GFLOP",
+                "ms(med)", "rep", "GFLOP/s", "%peak", "util");
+    std::vector<Result> results;
+    std::map<std::string, double> net_ms, net_gflop;
+    for (const Layer & l : layers) {
+        const std::string label = l.label();
+        Result r;
+        try {
+            r = run_layer(l, repeats, pool_threads);
+        } catch (const Error & e) {
+            std::fprintf(stderr, "fovea_bench: %s: %s\n", label.c_str(), e.what());
+            return 1;
+        }
+        char shape[64];
+        std::snprintf(shape, sizeof shape, "%lldx%lld^2->%lldx%lld^2 %lld/%lld", (long long)l.c, (long long)l.h,
+                      (long long)l.oc, (long long)l.oh(), (long long)l.k, (long long)l.stride);
+        char frac[16] = "-";
+        if (peak_all > 0) std::snprintf(frac, sizeof frac, "%.1f", 100.0 * r.gflops / peak_all);
+        std::printf("%-13s %-24s %-24s %2d %7.3f %8.3f %3d %7.1f %6s %4.0f%%\n", l.tag().c_str(), l.name.c_str(), shape,
+                    l.count, l.gflop(), r.ms, r.repeats, r.gflops, frac, 100.0 * r.utilisation);
+        std::fflush(stdout);
+        net_ms[l.tag()] += r.ms * l.count;
+        net_gflop[l.tag()] += l.gflop() * l.count;
+        results.push_back(r);
+    }
+    std::printf("\nall conv layers of each network (each shape's median x its count):\n");
+    for (auto & [net, ms] : net_ms) {
+        std::printf("  %-14s %9.1f ms  %8.1f GFLOP/s\n", net.c_str(), ms, net_gflop[net] / ms * 1e3);
+    }
+    // Measured again so a reader can see whether the machine stayed as quiet
+    // as when the fractions above were computed.
+    double peak_after = 0;
+    if (peak && !results.empty()) {
+        peak_after = measure_peak(widest, pool_threads);
+        std::printf("fp32 FMA peak on %d threads re-measured after the run: %.1f GFLOP/s\n", pool_threads,
+                    peak_after);
+    }
+
+    if (!json_path.empty()) {
+        std::ofstream f(json_path);
+        if (!f) {
+            std::fprintf(stderr, "fovea_bench: cannot write %s\n", json_path.c_str());
+            return 1;
+        }
+        f << "{\n  \"cpu\": \"" << json_escape(model) << "\",\n  \"features\": \"" << cpu_features_string()
+          << "\",\n  \"isa\": \"" << cpu_isa_name(isa) << "\",\n  \"threads\": " << pool_threads
+          << ",\n  \"peak_isa\": \"" << cpu_isa_name(widest) << "\",\n  \"peak_gflops_1_thread\": " << peak1
+          << ",\n  \"peak_gflops_all_threads\": " << peak_all
+          << ",\n  \"peak_gflops_all_threads_after\": " << peak_after << ",\n  \"layers\": [\n";
+        for (size_t i = 0; i < results.size(); i++) {
+            const Result & r = results[i];
+            const Layer & l = r.layer;
+            f << "    {\"net\": \"" << l.net << "\", \"size\": " << l.size << ", \"layer\": \"" << json_escape(l.name)
+              << "\", \"c\": " << l.c
+              << ", \"h\": " << l.h << ", \"w\": " << l.w << ", \"oc\": " << l.oc << ", \"oh\": " << l.oh()
+              << ", \"ow\": " << l.ow() << ", \"k\": " << l.k << ", \"stride\": " << l.stride << ", \"pad\": " << l.pad
+              << ", \"count\": " << l.count << ", \"gflop\": " << l.gflop() << ", \"ms\": " << r.ms
+              << ", \"repeats\": " << r.repeats << ", \"gflops\": " << r.gflops
+              << ", \"fraction_of_peak\": " << (peak_all > 0 ? r.gflops / peak_all : 0.0)
+              << ", \"cpu_utilisation\": " << r.utilisation << "}"
+              << (i + 1 < results.size() ? ",\n" : "\n");
+        }
+        f << "  ]\n}\n";
+    }
+    return 0;
+}

@@ -1,6 +1,7 @@
 #include "core/op_shapes.h"
 
 #include <cmath>
+#include <cstring>
 
 #include "core/error.h"
 
@@ -110,6 +111,10 @@ Shape pool2d_output_shape(const Tensor & x, const Pool2dParams & p, const char *
     FOVEA_CHECK_OPTIONS(p.pad_top < p.kernel_h && p.pad_bottom < p.kernel_h && p.pad_left < p.kernel_w &&
                             p.pad_right < p.kernel_w,
                         op << ": padding must be smaller than the kernel");
+    FOVEA_CHECK_INPUT(x.dim(2) >= 1 && x.dim(3) >= 1, op << ": empty image " << shape_str(x.shape()));
+    // Dilation is a max-pool parameter (ONNX AveragePool has none before opset 19).
+    FOVEA_CHECK_OPTIONS(std::strcmp(op, "avg_pool2d") != 0 || (p.dilation_h == 1 && p.dilation_w == 1),
+                        op << ": dilation must be 1, got " << p.dilation_h << "x" << p.dilation_w);
     int64_t oh = window_out(x.dim(2), p.pad_top, p.pad_bottom, p.kernel_h, p.stride_h, p.dilation_h, p.ceil_mode, op,
                             "height");
     int64_t ow = window_out(x.dim(3), p.pad_left, p.pad_right, p.kernel_w, p.stride_w, p.dilation_w, p.ceil_mode, op,
@@ -224,6 +229,7 @@ void check_nms(const Tensor & boxes, const Tensor & scores, const NmsParams & p)
                                     << " must be [N, 4] and [N]");
     FOVEA_CHECK_OPTIONS(p.iou_threshold >= 0 && p.iou_threshold <= 1, "nms: iou_threshold must be in [0, 1]");
     FOVEA_CHECK_OPTIONS(p.pixel_offset == 0 || p.pixel_offset == 1, "nms: pixel_offset must be 0 or 1");
+    FOVEA_CHECK_OPTIONS(p.max_output >= -1, "nms: max_output must be >= -1 (-1: no limit), got " << p.max_output);
 }
 
 }  // namespace fovea

@@ -36,6 +36,8 @@ struct Pool2dParams {
     int stride_h = 1, stride_w = 1;
     int pad_top = 0, pad_left = 0, pad_bottom = 0, pad_right = 0;
     int dilation_h = 1, dilation_w = 1;  // max pool only
+    // Ceil mode drops a last window that would start in the trailing padding
+    // (Torch7 and PyTorch rule; the ONNX 1.12 reference keeps it).
     bool ceil_mode = false;
     // Average pool: divide by the full window including padding (Torch7 and
     // cuDNN default) or by the number of valid input cells (ONNX default).
@@ -44,7 +46,8 @@ struct Pool2dParams {
 
 // How an output pixel maps back to input coordinates in a linear resize.
 enum class ResizeCoord : int32_t {
-    AlignCorners,      // src = dst * (in - 1) / (out - 1); Torch7 SpatialReSamplingEx, image.scale
+    AlignCorners,      // src = dst * (in - 1) / (out - 1); Torch7 SpatialReSamplingEx, image.scale,
+                       // nn.SpatialUpSamplingBilinear (the DeepMask models' convention)
     HalfPixel,         // src = (dst + 0.5) / scale - 0.5 (ONNX default, PyTorch align_corners=False)
     PytorchHalfPixel,  // as HalfPixel, but src = 0 when out == 1
     Asymmetric,        // src = dst / scale
@@ -53,8 +56,10 @@ enum class ResizeCoord : int32_t {
 struct ResizeParams {
     int64_t out_h = 0, out_w = 0;
     ResizeCoord coord = ResizeCoord::AlignCorners;
-    // Scale used by the half-pixel and asymmetric mappings; 0 means out/in.
-    // (ONNX passes its `scales` input here, which can differ from out/in.)
+    // Explicit scale (ONNX's `scales` input, which can differ from out/in);
+    // 0 means out/in. When given, half-pixel and asymmetric divide by it, and
+    // align-corners / pytorch_half_pixel use in*scale as the resized length,
+    // as the ONNX reference does.
     double scale_h = 0.0, scale_w = 0.0;
 };
 
@@ -81,7 +86,7 @@ struct RoiAlignParams {
 struct NmsParams {
     float iou_threshold = 0.5f;
     float score_threshold = -1e30f;  // keep boxes with score > threshold
-    int64_t max_output = -1;         // -1: no limit
+    int64_t max_output = -1;         // -1: no limit; 0 keeps nothing
     // 1 for the Torch7 / MultiPathNet convention where a box from x1 to x2
     // covers x2 - x1 + 1 pixels; 0 for ONNX / torchvision.
     float pixel_offset = 0.0f;

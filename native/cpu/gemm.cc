@@ -1,7 +1,241 @@
-// PLACEHOLDER until the real implementation lands (being written now).
+// fp32 GEMM and linear on the packed micro-kernel (see gemm_kernels.h), plus
+// the blocked, threaded driver that conv2d shares.
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+
 #include "core/error.h"
+#include "core/op_shapes.h"
+#include "core/thread_pool.h"
+#include "cpu/gemm_kernels.h"
 #include "cpu/ops.h"
+
 namespace fovea::cpu {
-Tensor gemm(const Tensor &, const Tensor &, const Tensor &, const GemmParams &) { throw Error(ErrorCode::Internal, "not implemented"); }
-Tensor linear(const Tensor &, const Tensor &, const Tensor &, Activation) { throw Error(ErrorCode::Internal, "not implemented"); }
+
+namespace packed {
+
+namespace {
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
+
+// What run() has no kernel for: K == 0 leaves only the epilogue of a zero sum.
+void epilogue_only(const Problem & pr) {
+    const Epilogue & ep = pr.ep;
+    for (int64_t b = 0; b < pr.batches; b++) {
+        for (int64_t g = 0; g < pr.groups; g++) {
+            float * c = pr.c + b * pr.c_bs + g * pr.c_gs;
+            const float * add = ep.add ? ep.add + g * pr.add_gs : nullptr;
+            for (int64_t i = 0; i < pr.m; i++) {
+                for (int64_t j = 0; j < pr.n; j++) {
+                    float v = add ? ep.beta * add[i * ep.add_rs + j * ep.add_cs] : 0.0f;
+                    if (ep.act == Activation::Relu) v = v > 0.0f ? v : 0.0f;
+                    if (ep.act == Activation::Sigmoid) v = 1.0f / (1.0f + std::exp(-v));
+                    c[i * pr.ldc + j] = v;
+                }
+            }
+        }
+    }
 }
+
+}  // namespace
+
+const Kernel & kernel_for(CpuIsa isa) {
+    if (isa >= CpuIsa::Avx512) {
+        if (const Kernel * k = kernel_avx512()) return *k;
+    }
+    if (isa >= CpuIsa::Avx2) {
+        if (const Kernel * k = kernel_avx2()) return *k;
+    }
+    return kernel_scalar();
+}
+
+void run(const Problem & pr) {
+    const int64_t problems = pr.batches * pr.groups;
+    if (pr.m <= 0 || pr.n <= 0 || problems <= 0) return;
+    if (pr.k <= 0) {
+        epilogue_only(pr);
+        return;
+    }
+    const Kernel & kn = kernel_for(cpu_isa());
+    const int mr = kn.mr, nr = kn.nr;
+    const int threads = default_thread_pool().size();
+
+    // K blocks split K evenly and depend on K and the kernel only, which
+    // fixes the summation order of every output element.
+    const int64_t k_blocks = ceil_div(pr.k, kn.kc);
+    const int64_t kc_max = ceil_div(pr.k, k_blocks);
+
+    // Tasks are (problem, column block, row slice). Column blocks are at most
+    // kn.nc wide; a task packs each of its B blocks once and runs all its rows
+    // over it. With too few column blocks to keep every thread busy (small
+    // images), rows are split first: the slices of a column block share its
+    // B, packed once up front, and each weight is still read once. Columns
+    // are split further only when there are too few rows.
+    const int64_t want = threads > 1 ? int64_t(threads) * 4 : 1;
+    const int64_t m_panels = ceil_div(pr.m, mr);
+    int64_t n_blocks = ceil_div(pr.n, kn.nc);
+    int64_t m_splits = 1;
+    if (problems * n_blocks < want) {
+        m_splits = std::min(m_panels, ceil_div(want, problems * n_blocks));
+        if (problems * n_blocks * m_splits < want) {
+            n_blocks = std::min(ceil_div(pr.n, nr), ceil_div(want, problems * m_splits));
+        }
+    }
+    int64_t nc = round_up(ceil_div(pr.n, n_blocks), nr);
+    n_blocks = ceil_div(pr.n, nc);
+    constexpr int64_t kMaxSharedFloats = int64_t(1) << 24;
+    if (m_splits > 1 && problems * n_blocks * k_blocks * kc_max * nc > kMaxSharedFloats) {
+        // B too large to hold whole: split columns only, packing per task.
+        m_splits = 1;
+        n_blocks = std::min(ceil_div(pr.n, nr), std::max(n_blocks, ceil_div(want, problems)));
+        nc = round_up(ceil_div(pr.n, n_blocks), nr);
+        n_blocks = ceil_div(pr.n, nc);
+    }
+    const int64_t split_rows = ceil_div(m_panels, m_splits) * mr;
+    m_splits = ceil_div(pr.m, split_rows);
+    const bool shared_b = m_splits > 1;
+    const int64_t block_floats = kc_max * nc;
+
+    auto pack_block = [&](int64_t p, int64_t nb, int64_t kb, float * dst) {
+        const int64_t k0 = kb * kc_max, n0 = nb * nc;
+        pr.pack_b(kn, p, k0, std::min(kc_max, pr.k - k0), n0, std::min(nc, pr.n - n0), dst);
+    };
+    Tensor b_shared;
+    if (shared_b) {
+        b_shared = Tensor::empty({problems * n_blocks * k_blocks, block_floats});
+        float * bs = b_shared.f32();
+        parallel_for(problems * n_blocks * k_blocks, 1, [&](int64_t begin, int64_t end) {
+            for (int64_t t = begin; t < end; t++) {
+                pack_block(t / (n_blocks * k_blocks), (t / k_blocks) % n_blocks, t % k_blocks, bs + t * block_floats);
+            }
+        });
+    }
+
+    const int64_t tasks = problems * n_blocks * m_splits;
+    std::atomic<int64_t> next{0};
+    auto worker = [&](int64_t, int64_t) {
+        Tensor b_own;
+        if (!shared_b) b_own = Tensor::empty({block_floats});
+        for (int64_t t = next.fetch_add(1); t < tasks; t = next.fetch_add(1)) {
+            const int64_t p = t / (n_blocks * m_splits);
+            const int64_t nb = (t / m_splits) % n_blocks;
+            const int64_t m0 = (t % m_splits) * split_rows;
+            const int64_t m1 = std::min(pr.m, m0 + split_rows);
+            const int64_t n0 = nb * nc;
+            const int64_t b = p / pr.groups, g = p % pr.groups;
+            float * c = pr.c + b * pr.c_bs + g * pr.c_gs;
+            const float * a = pr.a + g * pr.a_gs;
+            for (int64_t kb = 0; kb < k_blocks; kb++) {
+                const int64_t k0 = kb * kc_max;
+                const float * bp;
+                if (shared_b) {
+                    bp = b_shared.f32() + ((p * n_blocks + nb) * k_blocks + kb) * block_floats;
+                } else {
+                    pack_block(p, nb, kb, b_own.f32());
+                    bp = b_own.f32();
+                }
+                Block blk;
+                blk.mc = m1 - m0;
+                blk.nc = std::min(nc, pr.n - n0);
+                blk.kc = std::min(kc_max, pr.k - k0);
+                blk.a = pr.a_k_major ? a + k0 * pr.lda + m0 : a + m0 * pr.lda + k0;
+                blk.lda = pr.lda;
+                blk.a_k_major = pr.a_k_major;
+                blk.b = bp;
+                blk.c = c + m0 * pr.ldc + n0;
+                blk.ldc = pr.ldc;
+                blk.first = kb == 0;
+                blk.last = kb == k_blocks - 1;
+                blk.ep = pr.ep;
+                if (pr.ep.add) blk.ep.add = pr.ep.add + g * pr.add_gs + m0 * pr.ep.add_rs + n0 * pr.ep.add_cs;
+                kn.block(blk);
+            }
+        }
+    };
+    // One entry per thread; each claims tasks until none are left, which
+    // balances uneven tasks better than fixed chunks.
+    parallel_for(std::min<int64_t>(threads, tasks), 1, worker);
+}
+
+}  // namespace packed
+
+Tensor gemm(const Tensor & a, const Tensor & b, const Tensor & c, const GemmParams & p) {
+    const GemmDims d = gemm_dims(a, b, c, p);
+    Tensor y = Tensor::empty({d.m, d.n});
+    packed::Problem pr;
+    pr.m = d.m;
+    pr.n = d.n;
+    pr.k = d.k;
+    pr.a = a.f32();
+    pr.lda = p.trans_a ? d.m : d.k;
+    pr.a_k_major = p.trans_a;
+    const float * bd = b.f32();
+    const int64_t b_rs = p.trans_b ? 1 : d.n;
+    const int64_t b_cs = p.trans_b ? d.k : 1;
+    pr.pack_b = [bd, b_rs, b_cs](const packed::Kernel & kn, int64_t, int64_t k0, int64_t kc, int64_t n0, int64_t nc,
+                                 float * dst) { kn.pack_strided(bd, b_rs, b_cs, k0, kc, n0, nc, dst); };
+    pr.c = y.f32();
+    pr.ldc = d.n;
+    pr.ep.alpha = p.alpha;
+    pr.ep.beta = p.beta;
+    pr.ep.act = p.activation;
+    // BLAS convention: beta == 0 means C is not read (so NaN in C is ignored).
+    if (c.defined() && p.beta != 0.0f) {
+        const int64_t cm = c.ndim() == 2 ? c.dim(0) : 1;
+        const int64_t cn = c.ndim() >= 1 ? c.dim(-1) : 1;
+        pr.ep.add = c.f32();
+        pr.ep.add_rs = cm == 1 ? 0 : cn;
+        pr.ep.add_cs = cn == 1 ? 0 : 1;
+    }
+    packed::run(pr);
+    return y;
+}
+
+Tensor linear(const Tensor & x, const Tensor & w, const Tensor & bias, Activation act) {
+    const Shape out = linear_output_shape(x, w, bias);
+    const int64_t batch = out[0], features = out[1], k = x.dim(1);
+    // Computed as y^T[M, N] = w[M, K] * x[N, K]^T: the weights are then the
+    // in-place A operand and only the (small) input is packed, where
+    // y = x * w^T would repack every weight on every call.
+    Tensor yt = Tensor::empty({features, batch});
+    packed::Problem pr;
+    pr.m = features;
+    pr.n = batch;
+    pr.k = k;
+    pr.a = w.f32();
+    pr.lda = k;
+    const float * xd = x.f32();
+    pr.pack_b = [xd, k](const packed::Kernel & kn, int64_t, int64_t k0, int64_t kc, int64_t n0, int64_t nc,
+                        float * dst) { kn.pack_strided(xd, 1, k, k0, kc, n0, nc, dst); };
+    pr.c = yt.f32();
+    pr.ldc = batch;
+    pr.ep.act = act;
+    if (bias.defined()) {
+        pr.ep.add = bias.f32();
+        pr.ep.beta = 1.0f;
+        pr.ep.add_rs = 1;
+    }
+    packed::run(pr);
+    if (batch == 1) return yt.reshape(out);  // [M, 1] and [1, M] share a layout
+    Tensor y = Tensor::empty(out);
+    const float * src = yt.f32();
+    float * dst = y.f32();
+    // Transposed in 32 x 32 tiles so both sides stay in cache.
+    constexpr int64_t kTile = 32;
+    const int64_t row_tiles = (batch + kTile - 1) / kTile;
+    parallel_for(row_tiles, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t t = begin; t < end; t++) {
+            const int64_t i1 = std::min(batch, (t + 1) * kTile);
+            for (int64_t j0 = 0; j0 < features; j0 += kTile) {
+                const int64_t j1 = std::min(features, j0 + kTile);
+                for (int64_t i = t * kTile; i < i1; i++) {
+                    for (int64_t j = j0; j < j1; j++) dst[i * features + j] = src[j * batch + i];
+                }
+            }
+        }
+    });
+    return y;
+}
+
+}  // namespace fovea::cpu

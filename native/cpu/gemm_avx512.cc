@@ -1,0 +1,77 @@
+// AVX-512 instantiation of the GEMM micro-kernel. The target pragma comes
+// after every standard header, so only this file's own code uses AVX-512.
+#include <cmath>
+#include <cstdint>
+#include <utility>
+#include <vector>
+
+#include "cpu/gemm_kernels.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,fma")
+#endif
+
+namespace fovea::cpu::packed {
+namespace {
+
+struct Avx512 {
+    using V = __m512;
+    static constexpr int W = 16;
+    static V zero() { return _mm512_setzero_ps(); }
+    static V load(const float * p) { return _mm512_load_ps(p); }
+    static V loadu(const float * p) { return _mm512_loadu_ps(p); }
+    static void storeu(float * p, V v) { _mm512_storeu_ps(p, v); }
+    static V set1(float x) { return _mm512_set1_ps(x); }
+    static V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+    static V add(V a, V b) { return _mm512_add_ps(a, b); }
+    static V mul(V a, V b) { return _mm512_mul_ps(a, b); }
+    // The masked form avoids a GCC 12 false -Wmaybe-uninitialized in _mm512_max_ps.
+    static V max(V a, V b) { return _mm512_maskz_max_ps(__mmask16(0xffff), a, b); }
+    static __mmask16 mask(int n) { return n >= W ? __mmask16(0xffff) : __mmask16((1u << n) - 1); }
+    static V loadn(const float * p, int n) { return _mm512_maskz_loadu_ps(mask(n), p); }
+    static void storen(float * p, V v, int n) { _mm512_mask_storeu_ps(p, mask(n), v); }
+    static V even(V a, V b) {
+        return _mm512_permutex2var_ps(a, _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30), b);
+    }
+    static V load_window(const float * p, int64_t lo, int64_t hi) {
+        const __mmask16 below_lo = lo <= 0 ? 0 : lo >= W ? 0xffff : __mmask16((1u << lo) - 1);
+        return _mm512_maskz_loadu_ps(__mmask16(mask(int(hi < 0 ? 0 : hi > W ? W : hi)) & ~below_lo), p);
+    }
+};
+
+}  // namespace
+}  // namespace fovea::cpu::packed
+
+#include "cpu/gemm_microkernel.h"
+
+namespace fovea::cpu::packed {
+
+const Kernel * kernel_avx512() {
+    // 8 x 48: 24 zmm accumulators, 3 B vectors and a broadcast fill the 32
+    // registers; 8 rows divide the channel counts of common networks. A B
+    // block of 256 x 384 (384 KB) stays in a 1 MB L2, an A slice (8 KB) in L1.
+    static const Kernel k = make_kernel<Avx512, 8, 3>(CpuIsa::Avx512, 256, 384);
+    return &k;
+}
+
+}  // namespace fovea::cpu::packed
+
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+
+#else
+
+namespace fovea::cpu::packed {
+const Kernel * kernel_avx512() { return nullptr; }
+}  // namespace fovea::cpu::packed
+
+#endif

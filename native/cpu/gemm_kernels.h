@@ -1,0 +1,106 @@
+// The packed fp32 GEMM shared by gemm, linear and conv2d: the driver
+// (gemm.cc) packs B block by block through a caller-supplied function (a
+// strided matrix, or im2col done while packing for conv) and hands
+// cache-sized blocks to one register-blocked micro-kernel compiled per ISA
+// (gemm_scalar.cc, gemm_avx2.cc, gemm_avx512.cc). A is read in place, row- or
+// K-major: the broadcast operand needs no vector layout, and skipping its
+// packing matters for weight-heavy layers where each weight is used only a
+// few dozen times (ResNet's 7x7 stages).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+
+#include "core/cpu_features.h"
+#include "core/ops.h"
+
+namespace fovea::cpu::packed {
+
+// Applied when the last K block of a tile is stored:
+// C(i,j) = act(alpha * sum_k A(i,k) B(k,j) + beta * add[i * add_rs + j * add_cs]).
+// add may be null; add_cs is 0 (broadcast along a row) or 1.
+struct Epilogue {
+    float alpha = 1.0f;
+    float beta = 0.0f;
+    const float * add = nullptr;
+    int64_t add_rs = 0;
+    int64_t add_cs = 0;
+    Activation act = Activation::None;
+};
+
+// One cache block for the micro-kernel. A: mc x kc read in place, A(i, k) =
+// a[i * lda + k], or a[k * lda + i] when a_k_major. B: ceil(nc/NR) panels,
+// each [kc][NR] (64-byte aligned, zero padded past nc). C: mc x nc, row
+// stride ldc; holds the partial sums of the earlier K blocks unless `first`.
+// The epilogue runs when `last`, with ep.add offset to the block's origin.
+struct Block {
+    int64_t mc = 0, nc = 0, kc = 0;
+    const float * a = nullptr;
+    int64_t lda = 0;
+    bool a_k_major = false;
+    const float * b = nullptr;
+    float * c = nullptr;
+    int64_t ldc = 0;
+    bool first = true, last = true;
+    Epilogue ep;
+};
+
+// Input geometry of one conv image group, for packing im2col blocks.
+struct ConvGeometry {
+    int64_t c = 0, h = 0, w = 0;  // channels of the group, height, width
+    int64_t kh = 1, kw = 1;
+    int64_t sh = 1, sw = 1, pt = 0, pl = 0, dh = 1, dw = 1;
+    int64_t oh = 0, ow = 0;
+};
+
+// The packing functions write ceil(nc/NR) panels of [kc][NR] at dst, zero
+// filling columns past nc.
+struct Kernel {
+    CpuIsa isa;
+    int mr, nr;      // register tile
+    int kc, nc;      // cache blocking: B block kc x nc stays in L2, A slice MR x kc in L1
+    void (*block)(const Block & blk);
+    // B(k, n) = b[k * rs + n * cs], k in [k0, k0+kc), n in [n0, n0+nc).
+    void (*pack_strided)(const float * b, int64_t rs, int64_t cs, int64_t k0, int64_t kc, int64_t n0, int64_t nc,
+                         float * dst);
+    // Rows [k0, k0+kc) x columns [n0, n0+nc) of im2col(x): row k is (channel,
+    // ky, kx), column n the output pixel (n / ow, n % ow); x points at the
+    // group's first channel.
+    void (*pack_im2col)(const float * x, const ConvGeometry & g, int64_t k0, int64_t kc, int64_t n0, int64_t nc,
+                        float * dst);
+};
+
+const Kernel & kernel_scalar();
+// Null where the build has no such kernel (non-x86 targets).
+const Kernel * kernel_avx2();
+const Kernel * kernel_avx512();
+// The kernel for an ISA, falling back to narrower ones.
+const Kernel & kernel_for(CpuIsa isa);
+
+// Packs B(k, n) for k in [k0, k0+kc), n in [n0, n0+nc) of problem `p` with
+// one of the kernel's packing functions.
+using PackB = std::function<void(const Kernel & kn, int64_t p, int64_t k0, int64_t kc, int64_t n0, int64_t nc,
+                                 float * dst)>;
+
+// A batch of independent GEMMs sharing shapes: problem p = b * groups + g.
+struct Problem {
+    int64_t batches = 1, groups = 1;
+    int64_t m = 0, n = 0, k = 0;
+    // A(i, k) of group g = a[g * a_gs + i * lda + k], or
+    // a[g * a_gs + k * lda + i] when a_k_major.
+    const float * a = nullptr;
+    int64_t a_gs = 0, lda = 0;
+    bool a_k_major = false;
+    PackB pack_b;
+    // C of problem (b, g) starts at c + b * c_bs + g * c_gs, row stride ldc.
+    float * c = nullptr;
+    int64_t c_bs = 0, c_gs = 0, ldc = 0;
+    Epilogue ep;
+    int64_t add_gs = 0;  // ep.add offset per group
+};
+
+// Runs every problem on the thread pool with the kernel of cpu_isa(). Each
+// C element is summed over K in the same order whatever the thread count.
+void run(const Problem & pr);
+
+}  // namespace fovea::cpu::packed

@@ -1,0 +1,243 @@
+// The one register-blocked GEMM micro-kernel and its B packing, written once
+// over a vector type. Each gemm_<isa>.cc includes this after its standard
+// headers and its target pragma, and instantiates it with its own Isa struct:
+//   V, W (lanes), zero(), load(p) (aligned), loadu(p), storeu(p, v),
+//   set1(x), fma(a, b, c), add(a, b), mul(a, b), max(a, b),
+//   loadn(p, n), storen(p, v, n), load_window(p, lo, hi), even(a, b)
+// where loadn/storen touch the first min(n, W) lanes only (n >= 1),
+// load_window reads lanes i with lo <= i < hi, zeroing the others, and even
+// returns the even lanes of the 2W-lane concatenation a:b.
+// The contents live in an anonymous namespace on purpose: every ISA's
+// instantiations stay inside its own translation unit, so the linker can
+// never merge an AVX-512 copy into code that runs on an older CPU.
+#pragma once
+
+namespace fovea::cpu::packed {
+namespace {
+
+using TileFn = void (*)(int64_t kc, const float * a, int64_t lda, const float * b, float * c, int64_t ldc, int n,
+                        bool first, bool last, const Epilogue & ep, const float * add);
+
+// C[M x n] (+)= A[M x kc] * B panel [kc][NV*W] (first NVA vectors, n columns
+// valid). A is read in place: A(i, k) = a[i * lda + k] (row-major) or
+// a[k * lda + i] (K_MAJOR). The M x NVA accumulators stay in registers.
+template <class Isa, int NV, bool K_MAJOR, int M, int NVA>
+void tile(int64_t kc, const float * __restrict a, int64_t lda, const float * __restrict b, float * __restrict c,
+          int64_t ldc, int n, bool first, bool last, const Epilogue & ep, const float * add) {
+    using V = typename Isa::V;
+    constexpr int W = Isa::W;
+    constexpr int NR = NV * W;
+    V acc[M][NVA];
+#pragma GCC unroll 16
+    for (int i = 0; i < M; i++) {
+#pragma GCC unroll 8
+        for (int j = 0; j < NVA; j++) acc[i][j] = Isa::zero();
+    }
+    for (int64_t k = 0; k < kc; k++) {
+        V bv[NVA];
+#pragma GCC unroll 8
+        for (int j = 0; j < NVA; j++) bv[j] = Isa::load(b + j * W);
+#pragma GCC unroll 16
+        for (int i = 0; i < M; i++) {
+            V av = Isa::set1(K_MAJOR ? a[k * lda + i] : a[i * lda + k]);
+#pragma GCC unroll 8
+            for (int j = 0; j < NVA; j++) acc[i][j] = Isa::fma(av, bv[j], acc[i][j]);
+        }
+        b += NR;
+    }
+
+    const V alpha = Isa::set1(ep.alpha);
+    const V beta = Isa::set1(ep.beta);
+    const V zero = Isa::zero();
+#pragma GCC unroll 16
+    for (int i = 0; i < M; i++) {
+        float * crow = c + i * ldc;
+#pragma GCC unroll 8
+        for (int j = 0; j < NVA; j++) {
+            const int cols = n - j * W;  // >= 1 by the choice of NVA
+            V v = acc[i][j];
+            if (!first) v = Isa::add(v, Isa::loadn(crow + j * W, cols));
+            if (last) {
+                if (ep.alpha != 1.0f) v = Isa::mul(v, alpha);
+                if (add) {
+                    const float * arow = add + i * ep.add_rs;
+                    V t = ep.add_cs == 0 ? Isa::set1(arow[0]) : Isa::loadn(arow + j * W, cols);
+                    v = Isa::fma(t, beta, v);
+                }
+                if (ep.act == Activation::Relu) v = Isa::max(v, zero);
+            }
+            Isa::storen(crow + j * W, v, cols);
+        }
+    }
+    if (last && ep.act == Activation::Sigmoid) {
+        for (int i = 0; i < M; i++) {
+            float * crow = c + i * ldc;
+            for (int j = 0; j < n; j++) crow[j] = 1.0f / (1.0f + std::exp(-crow[j]));
+        }
+    }
+}
+
+// Index (m - 1) * NV + (nva - 1): one instantiation per edge shape, so
+// partial tiles do no wasted multiply-adds beyond the last vector.
+template <class Isa, int NV, bool K_MAJOR, int... I>
+const TileFn * tile_table(std::integer_sequence<int, I...>) {
+    static constexpr TileFn table[] = {&tile<Isa, NV, K_MAJOR, I / NV + 1, I % NV + 1>...};
+    return table;
+}
+
+// Walks a cache block: each MR-row slice of A (MR x kc, L1 resident) against
+// every B panel of the block (kc x nc, L2 resident).
+template <class Isa, int MR, int NV>
+void block(const Block & blk) {
+    constexpr int W = Isa::W;
+    constexpr int NR = NV * W;
+    const TileFn * table = blk.a_k_major ? tile_table<Isa, NV, true>(std::make_integer_sequence<int, MR * NV>())
+                                         : tile_table<Isa, NV, false>(std::make_integer_sequence<int, MR * NV>());
+    const int64_t a_row = blk.a_k_major ? 1 : blk.lda;
+    for (int64_t ir = 0; ir < blk.mc; ir += MR) {
+        const int m = blk.mc - ir < MR ? int(blk.mc - ir) : MR;
+        const float * ap = blk.a + ir * a_row;
+        for (int64_t jr = 0; jr < blk.nc; jr += NR) {
+            const int n = blk.nc - jr < NR ? int(blk.nc - jr) : NR;
+            const float * bp = blk.b + (jr / NR) * blk.kc * NR;
+            const float * add = blk.ep.add ? blk.ep.add + ir * blk.ep.add_rs + jr * blk.ep.add_cs : nullptr;
+            table[(m - 1) * NV + (n + W - 1) / W - 1](blk.kc, ap, blk.lda, bp, blk.c + ir * blk.ldc + jr, blk.ldc, n,
+                                                      blk.first, blk.last, blk.ep, add);
+        }
+    }
+}
+
+// ---- B packing --------------------------------------------------------------
+
+template <class Isa>
+inline void copy_run(float * d, const float * s, int64_t n) {
+    for (; n >= Isa::W; n -= Isa::W, d += Isa::W, s += Isa::W) Isa::storeu(d, Isa::loadu(s));
+    if (n > 0) Isa::storen(d, Isa::loadn(s, int(n)), int(n));
+}
+
+template <class Isa>
+inline void zero_run(float * d, int64_t n) {
+    for (; n >= Isa::W; n -= Isa::W, d += Isa::W) Isa::storeu(d, Isa::zero());
+    if (n > 0) Isa::storen(d, Isa::zero(), int(n));
+}
+
+template <class Isa, int NR>
+void pack_strided(const float * b, int64_t rs, int64_t cs, int64_t k0, int64_t kc, int64_t n0, int64_t nc,
+                  float * dst) {
+    for (int64_t j0 = 0; j0 < nc; j0 += NR) {
+        const int64_t cols = nc - j0 < NR ? nc - j0 : NR;
+        float * panel = dst + (j0 / NR) * kc * NR;
+        if (cs == 1) {
+            // Rows of B contiguous along N: one short copy per k.
+            const float * src = b + k0 * rs + n0 + j0;
+            for (int64_t kk = 0; kk < kc; kk++) {
+                copy_run<Isa>(panel + kk * NR, src + kk * rs, cols);
+                if (cols < NR) zero_run<Isa>(panel + kk * NR + cols, NR - cols);
+            }
+        } else {
+            // B^T: walk each column along K, the direction memory runs in.
+            for (int64_t c = 0; c < cols; c++) {
+                const float * src = b + (n0 + j0 + c) * cs + k0 * rs;
+                for (int64_t kk = 0; kk < kc; kk++) panel[kk * NR + c] = src[kk * rs];
+            }
+            if (cols < NR) {
+                for (int64_t kk = 0; kk < kc; kk++) zero_run<Isa>(panel + kk * NR + cols, NR - cols);
+            }
+        }
+    }
+}
+
+// d[0, len) = s[i] for i in [lo, hi), zero elsewhere. Lanes outside
+// [lo, hi) are never read, so s may point before or past its row.
+template <class Isa>
+inline void copy_window(float * d, const float * s, int64_t len, int64_t lo, int64_t hi) {
+    if (lo == 0 && hi == len) {
+        copy_run<Isa>(d, s, len);
+        return;
+    }
+    for (int64_t j = 0; j < len; j += Isa::W) {
+        const int n = len - j < Isa::W ? int(len - j) : Isa::W;
+        Isa::storen(d + j, Isa::load_window(s + j, lo - j, hi - j), n);
+    }
+}
+
+// As copy_window with source stride 2 (d[t] = s[2 t]): stride-2 convs.
+template <class Isa>
+inline void copy_window_stride2(float * d, const float * s, int64_t len, int64_t lo, int64_t hi) {
+    constexpr int W = Isa::W;
+    for (int64_t j = 0; j < len; j += W) {
+        const int n = len - j < W ? int(len - j) : W;
+        // Source lanes 2t for t in [lo, hi) of this vector, split over two loads.
+        const int64_t first = 2 * (lo - j), end = 2 * (hi - j) - 1;
+        const typename Isa::V a = Isa::load_window(s + 2 * j, first, end);
+        const typename Isa::V b = Isa::load_window(s + 2 * j + W, first - W, end - W);
+        Isa::storen(d + j, Isa::even(a, b), n);
+    }
+}
+
+template <class Isa, int NR>
+void pack_im2col(const float * x, const ConvGeometry & g, int64_t k0, int64_t kc, int64_t n0, int64_t nc,
+                 float * dst) {
+    // Segments: maximal runs of columns inside one output row and one panel.
+    // They are the same for every k, so they are found once per block.
+    struct Segment {
+        int64_t dst, len, oy, ox;
+    };
+    std::vector<Segment> segs;
+    segs.reserve(size_t(nc / NR + nc / g.ow + 2));
+    for (int64_t l = 0; l < nc;) {
+        const int64_t n = n0 + l, oy = n / g.ow, ox = n % g.ow, col = l % NR;
+        int64_t len = g.ow - ox < nc - l ? g.ow - ox : nc - l;
+        len = len < NR - col ? len : NR - col;
+        segs.push_back({(l / NR) * kc * NR + col, len, oy, ox});
+        l += len;
+    }
+    const int64_t taps = g.kh * g.kw;
+    for (int64_t kk = 0; kk < kc; kk++) {
+        const int64_t k = k0 + kk;
+        const int64_t c = k / taps, ky = (k % taps) / g.kw, kx = k % g.kw;
+        const float * plane = x + c * g.h * g.w;
+        const int64_t dy = ky * g.dh - g.pt, dx = kx * g.dw - g.pl;
+        for (const Segment & sg : segs) {
+            float * d = dst + sg.dst + kk * NR;
+            const int64_t iy = sg.oy * g.sh + dy;
+            if (iy < 0 || iy >= g.h) {
+                zero_run<Isa>(d, sg.len);
+                continue;
+            }
+            const float * row = plane + iy * g.w;
+            const int64_t ix0 = sg.ox * g.sw + dx;
+            if (g.sw <= 2) {
+                // Columns t in [lo, hi) of the segment read inside the row:
+                // 0 <= ix0 + sw * t < w.
+                int64_t lo = ix0 >= 0 ? 0 : (-ix0 + g.sw - 1) / g.sw;
+                int64_t hi = ix0 >= g.w ? 0 : (g.w - ix0 + g.sw - 1) / g.sw;
+                lo = lo < sg.len ? lo : sg.len;
+                hi = hi < lo ? lo : hi < sg.len ? hi : sg.len;
+                if (g.sw == 1) copy_window<Isa>(d, row + ix0, sg.len, lo, hi);
+                else copy_window_stride2<Isa>(d, row + ix0, sg.len, lo, hi);
+            } else {
+                for (int64_t t = 0; t < sg.len; t++) {
+                    const int64_t ix = ix0 + t * g.sw;
+                    d[t] = ix >= 0 && ix < g.w ? row[ix] : 0.0f;
+                }
+            }
+        }
+    }
+    // Columns past nc in the last panel must be zero for the full-width kernel.
+    const int64_t tail = nc % NR;
+    if (tail != 0) {
+        float * panel = dst + (nc / NR) * kc * NR;
+        for (int64_t kk = 0; kk < kc; kk++) zero_run<Isa>(panel + kk * NR + tail, NR - tail);
+    }
+}
+
+// The kernel table entry of one instantiation.
+template <class Isa, int MR, int NV>
+constexpr Kernel make_kernel(CpuIsa isa, int kc, int nc) {
+    return Kernel{isa, MR, NV * Isa::W, kc, nc, &block<Isa, MR, NV>, &pack_strided<Isa, NV * Isa::W>,
+                  &pack_im2col<Isa, NV * Isa::W>};
+}
+
+}  // namespace
+}  // namespace fovea::cpu::packed

@@ -1,0 +1,258 @@
+#include "io/json.h"
+
+#include <limits>
+
+#include "core/error.h"
+
+namespace fovea::io {
+
+JsonReader::JsonReader(std::string_view text, std::string what, size_t base_offset, int max_depth)
+    : text_(text), what_(std::move(what)), base_offset_(base_offset), max_depth_(max_depth) {}
+
+void JsonReader::fail(const std::string & message) const { fail_at(pos_, message); }
+
+void JsonReader::fail_at(size_t offset, const std::string & message) const {
+    throw Error(ErrorCode::Weights,
+                what_ + ": invalid JSON: " + message + " at byte " + std::to_string(base_offset_ + offset));
+}
+
+void JsonReader::skip_ws() {
+    while (pos_ < text_.size()) {
+        char c = text_[pos_];
+        if (c != ' ' && c != '\t' && c != '\n' && c != '\r') break;
+        pos_++;
+    }
+}
+
+void JsonReader::expect_char(char c) {
+    skip_ws();
+    if (pos_ >= text_.size()) fail(std::string("expected '") + c + "', found the end");
+    if (text_[pos_] != c) fail(std::string("expected '") + c + "'");
+    pos_++;
+}
+
+JsonReader::Type JsonReader::peek() {
+    skip_ws();
+    if (pos_ >= text_.size()) fail("unexpected end");
+    char c = text_[pos_];
+    if (c == '{') return Type::Object;
+    if (c == '[') return Type::Array;
+    if (c == '"') return Type::String;
+    if (c == '-' || (c >= '0' && c <= '9')) return Type::Integer;
+    fail("unexpected character (only objects, arrays, strings and integers are allowed)");
+}
+
+void JsonReader::open(char c) {
+    if (static_cast<int>(first_.size()) >= max_depth_) fail("nesting deeper than " + std::to_string(max_depth_));
+    expect_char(c);
+    first_.push_back(true);
+}
+
+void JsonReader::begin_object() { open('{'); }
+void JsonReader::begin_array() { open('['); }
+
+bool JsonReader::next_key(std::string & key) {
+    skip_ws();
+    if (pos_ < text_.size() && text_[pos_] == '}') {
+        pos_++;
+        first_.pop_back();
+        return false;
+    }
+    if (!first_.back()) {
+        expect_char(',');
+        skip_ws();
+        if (pos_ < text_.size() && text_[pos_] == '}') fail("trailing comma");
+    }
+    first_.back() = false;
+    if (peek() != Type::String) fail("expected a string key");
+    key = read_string();
+    expect_char(':');
+    return true;
+}
+
+bool JsonReader::next_element() {
+    skip_ws();
+    if (pos_ < text_.size() && text_[pos_] == ']') {
+        pos_++;
+        first_.pop_back();
+        return false;
+    }
+    if (!first_.back()) {
+        expect_char(',');
+        skip_ws();
+        if (pos_ < text_.size() && text_[pos_] == ']') fail("trailing comma");
+    }
+    first_.back() = false;
+    return true;
+}
+
+uint32_t JsonReader::read_hex4() {
+    if (text_.size() - pos_ < 4) fail("truncated \\u escape");
+    uint32_t v = 0;
+    for (int i = 0; i < 4; i++) {
+        char c = text_[pos_++];
+        uint32_t d;
+        if (c >= '0' && c <= '9') d = uint32_t(c - '0');
+        else if (c >= 'a' && c <= 'f') d = uint32_t(c - 'a' + 10);
+        else if (c >= 'A' && c <= 'F') d = uint32_t(c - 'A' + 10);
+        else fail_at(pos_ - 1, "invalid hex digit in \\u escape");
+        v = v * 16 + d;
+    }
+    return v;
+}
+
+void JsonReader::append_utf8(std::string & out, uint32_t cp) const {
+    if (cp < 0x80) {
+        out += char(cp);
+    } else if (cp < 0x800) {
+        out += char(0xC0 | (cp >> 6));
+        out += char(0x80 | (cp & 0x3F));
+    } else if (cp < 0x10000) {
+        out += char(0xE0 | (cp >> 12));
+        out += char(0x80 | ((cp >> 6) & 0x3F));
+        out += char(0x80 | (cp & 0x3F));
+    } else {
+        out += char(0xF0 | (cp >> 18));
+        out += char(0x80 | ((cp >> 12) & 0x3F));
+        out += char(0x80 | ((cp >> 6) & 0x3F));
+        out += char(0x80 | (cp & 0x3F));
+    }
+}
+
+// Copies one multi-byte UTF-8 sequence, rejecting overlong forms, surrogates
+// and code points past U+10FFFF (the rules of RFC 3629).
+void JsonReader::copy_utf8_sequence(std::string & out) {
+    size_t start = pos_;
+    auto byte = [&](size_t i) { return static_cast<unsigned char>(text_[i]); };
+    unsigned char b0 = byte(pos_);
+    size_t len;
+    uint32_t cp;
+    if (b0 >= 0xC2 && b0 <= 0xDF) {
+        len = 2;
+        cp = b0 & 0x1F;
+    } else if (b0 >= 0xE0 && b0 <= 0xEF) {
+        len = 3;
+        cp = b0 & 0x0F;
+    } else if (b0 >= 0xF0 && b0 <= 0xF4) {
+        len = 4;
+        cp = b0 & 0x07;
+    } else {
+        fail("invalid UTF-8");
+    }
+    if (text_.size() - pos_ < len) fail("truncated UTF-8 sequence");
+    for (size_t i = 1; i < len; i++) {
+        unsigned char b = byte(pos_ + i);
+        if ((b & 0xC0) != 0x80) fail_at(pos_ + i, "invalid UTF-8");
+        cp = (cp << 6) | (b & 0x3F);
+    }
+    if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)) ||
+        (cp >= 0xD800 && cp <= 0xDFFF)) {
+        fail("invalid UTF-8");
+    }
+    out.append(text_.data() + start, len);
+    pos_ += len;
+}
+
+std::string JsonReader::read_string() {
+    skip_ws();
+    if (pos_ >= text_.size() || text_[pos_] != '"') fail("expected a string");
+    size_t start = pos_;
+    pos_++;
+    std::string out;
+    for (;;) {
+        if (pos_ >= text_.size()) fail_at(start, "unterminated string");
+        unsigned char c = static_cast<unsigned char>(text_[pos_]);
+        if (c == '"') {
+            pos_++;
+            return out;
+        }
+        if (c < 0x20) fail("control character in string");
+        if (c >= 0x80) {
+            copy_utf8_sequence(out);
+            continue;
+        }
+        if (c != '\\') {
+            out += char(c);
+            pos_++;
+            continue;
+        }
+        if (++pos_ >= text_.size()) fail_at(start, "unterminated string");
+        char e = text_[pos_++];
+        switch (e) {
+            case '"': out += '"'; break;
+            case '\\': out += '\\'; break;
+            case '/': out += '/'; break;
+            case 'b': out += '\b'; break;
+            case 'f': out += '\f'; break;
+            case 'n': out += '\n'; break;
+            case 'r': out += '\r'; break;
+            case 't': out += '\t'; break;
+            case 'u': {
+                size_t at = pos_ - 2;
+                uint32_t cp = read_hex4();
+                if (cp >= 0xDC00 && cp <= 0xDFFF) fail_at(at, "lone low surrogate");
+                if (cp >= 0xD800 && cp <= 0xDBFF) {
+                    if (text_.size() - pos_ < 2 || text_[pos_] != '\\' || text_[pos_ + 1] != 'u') {
+                        fail_at(at, "lone high surrogate");
+                    }
+                    pos_ += 2;
+                    uint32_t lo = read_hex4();
+                    if (lo < 0xDC00 || lo > 0xDFFF) fail_at(at, "lone high surrogate");
+                    cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+                }
+                append_utf8(out, cp);
+                break;
+            }
+            default: fail_at(pos_ - 2, "invalid escape");
+        }
+    }
+}
+
+int64_t JsonReader::read_integer() {
+    skip_ws();
+    size_t start = pos_;
+    bool negative = pos_ < text_.size() && text_[pos_] == '-';
+    if (negative) pos_++;
+    if (pos_ >= text_.size() || text_[pos_] < '0' || text_[pos_] > '9') fail_at(start, "expected an integer");
+    if (text_[pos_] == '0' && pos_ + 1 < text_.size() && text_[pos_ + 1] >= '0' && text_[pos_ + 1] <= '9') {
+        fail_at(start, "leading zero");
+    }
+    // Accumulate as a negative number so that INT64_MIN fits.
+    int64_t v = 0;
+    const int64_t min = std::numeric_limits<int64_t>::min();
+    while (pos_ < text_.size() && text_[pos_] >= '0' && text_[pos_] <= '9') {
+        int d = text_[pos_] - '0';
+        if (v < (min + d) / 10) fail_at(start, "integer out of range");
+        v = v * 10 - d;
+        pos_++;
+    }
+    if (pos_ < text_.size() && (text_[pos_] == '.' || text_[pos_] == 'e' || text_[pos_] == 'E')) {
+        fail_at(start, "only integers are allowed");
+    }
+    if (negative) return v;
+    if (v == min) fail_at(start, "integer out of range");
+    return -v;
+}
+
+void JsonReader::skip_value() {
+    std::string key;
+    switch (peek()) {
+        case Type::Object:
+            begin_object();
+            while (next_key(key)) skip_value();
+            break;
+        case Type::Array:
+            begin_array();
+            while (next_element()) skip_value();
+            break;
+        case Type::String: read_string(); break;
+        case Type::Integer: read_integer(); break;
+    }
+}
+
+void JsonReader::finish() {
+    skip_ws();
+    if (pos_ != text_.size()) fail("unexpected data after the JSON value");
+}
+
+}  // namespace fovea::io
