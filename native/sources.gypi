@@ -21,6 +21,7 @@
       'native/cpu/gemm_avx512.cc',
       'native/cpu/gemm_scalar.cc',
       'native/cpu/nms.cc',
+      'native/cpu/pad.cc',
       'native/cpu/pool.cc',
       'native/cpu/resize.cc',
       'native/cpu/roi.cc',

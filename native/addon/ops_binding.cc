@@ -199,6 +199,17 @@ OpFn make_op(const std::string & name, const Attrs & a) {
             return single(b.upsample_nearest(input(in, 0), factor));
         };
     }
+    if (name == "pad2d") {
+        Pad2dParams p;
+        auto pads = a.ints("pads", {0, 0, 0, 0});
+        p.top = pads[0]; p.left = pads[1]; p.bottom = pads[2]; p.right = pads[3];
+        std::string mode = a.string("mode", "constant");
+        if (mode != "constant" && mode != "symmetric")
+            throw Error(ErrorCode::Options, "pad2d mode must be 'constant' or 'symmetric', got '" + mode + "'");
+        p.mode = mode == "symmetric" ? PadMode::Symmetric : PadMode::Constant;
+        p.value = float(a.number("value", 0.0));
+        return [=](Backend & b, const std::vector<Tensor> & in) { return single(b.pad2d(input(in, 0), p)); };
+    }
     if (name == "concat") {
         int axis = a.integer("axis", 0);
         return [=](Backend & b, const std::vector<Tensor> & in) { return single(b.concat(in, axis)); };

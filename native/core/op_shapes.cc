@@ -146,6 +146,20 @@ Shape upsample_nearest_output_shape(const Tensor & x, int factor) {
     return {x.dim(0), x.dim(1), x.dim(2) * factor, x.dim(3) * factor};
 }
 
+Shape pad2d_output_shape(const Tensor & x, const Pad2dParams & p) {
+    check_f32(x, "pad2d", "input", 4);
+    for (int v : {p.top, p.left, p.bottom, p.right}) {
+        FOVEA_CHECK_OPTIONS(v >= -(1 << 20) && v <= (1 << 20), "pad2d: padding must be in [-2^20, 2^20], got " << v);
+    }
+    int64_t oh = x.dim(2) + p.top + p.bottom, ow = x.dim(3) + p.left + p.right;
+    FOVEA_CHECK_INPUT(oh >= 1 && ow >= 1, "pad2d: cropping " << shape_str(x.shape()) << " by " << p.top << ","
+                                                             << p.left << "," << p.bottom << "," << p.right
+                                                             << " leaves nothing");
+    FOVEA_CHECK_INPUT(p.mode == PadMode::Constant || (x.dim(2) >= 1 && x.dim(3) >= 1),
+                      "pad2d: cannot mirror an empty input " << shape_str(x.shape()));
+    return {x.dim(0), x.dim(1), oh, ow};
+}
+
 int concat_axis(const std::vector<Tensor> & xs, int axis) {
     FOVEA_CHECK_INPUT(!xs.empty(), "concat: no inputs");
     check_f32(xs[0], "concat", "input 0");

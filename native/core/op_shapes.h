@@ -21,6 +21,7 @@ Shape pool2d_output_shape(const Tensor & x, const Pool2dParams & p, const char *
 int softmax_axis(const Tensor & x, int axis);
 Shape resize_output_shape(const Tensor & x, const ResizeParams & p);
 Shape upsample_nearest_output_shape(const Tensor & x, int factor);
+Shape pad2d_output_shape(const Tensor & x, const Pad2dParams & p);
 // Returns the axis normalised to [0, ndim).
 int concat_axis(const std::vector<Tensor> & xs, int axis);
 Shape concat_output_shape(const std::vector<Tensor> & xs, int axis);

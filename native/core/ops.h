@@ -83,6 +83,19 @@ struct RoiAlignParams {
     bool max_mode = false;   // ONNX mode="max"
 };
 
+enum class PadMode : int32_t {
+    Constant,   // fill with `value`
+    Symmetric,  // edge-inclusive mirror: c b a | a b c d (DeepMask's SymPad, numpy 'symmetric')
+};
+
+// Pads (positive) or crops (negative) the last two dims of [N,C,H,W]. Crop(k)
+// of the DeepMask trunk is all four set to -k.
+struct Pad2dParams {
+    int top = 0, left = 0, bottom = 0, right = 0;
+    PadMode mode = PadMode::Constant;
+    float value = 0.0f;
+};
+
 struct NmsParams {
     float iou_threshold = 0.5f;
     float score_threshold = -1e30f;  // keep boxes with score > threshold
@@ -118,6 +131,7 @@ class Backend {
     // Nearest-neighbour upsampling by an integer factor (nn.SpatialUpSamplingNearest).
     virtual Tensor upsample_nearest(const Tensor & x, int factor) = 0;
 
+    virtual Tensor pad2d(const Tensor & x, const Pad2dParams & p) = 0;
     virtual Tensor concat(const std::vector<Tensor> & xs, int axis) = 0;
     // Elementwise a + b (same shape), optionally followed by ReLU (residual blocks).
     virtual Tensor add(const Tensor & a, const Tensor & b, Activation act) = 0;

@@ -26,6 +26,7 @@ class CpuBackend final : public Backend {
     Tensor softmax(const Tensor & x, int axis) override { return cpu::softmax(x, axis); }
     Tensor resize_bilinear(const Tensor & x, const ResizeParams & p) override { return cpu::resize_bilinear(x, p); }
     Tensor upsample_nearest(const Tensor & x, int factor) override { return cpu::upsample_nearest(x, factor); }
+    Tensor pad2d(const Tensor & x, const Pad2dParams & p) override { return cpu::pad2d(x, p); }
     Tensor concat(const std::vector<Tensor> & xs, int axis) override { return cpu::concat(xs, axis); }
     Tensor add(const Tensor & a, const Tensor & b, Activation act) override { return cpu::add(a, b, act); }
     Tensor batch_norm(const Tensor & x, const Tensor & scale, const Tensor & bias, const Tensor & mean,

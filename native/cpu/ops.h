@@ -18,6 +18,7 @@ Tensor sigmoid(const Tensor & x);                                               
 Tensor softmax(const Tensor & x, int axis);                                                       // activation.cc
 Tensor resize_bilinear(const Tensor & x, const ResizeParams & p);                                 // resize.cc
 Tensor upsample_nearest(const Tensor & x, int factor);                                            // resize.cc
+Tensor pad2d(const Tensor & x, const Pad2dParams & p);                                          // pad.cc
 Tensor concat(const std::vector<Tensor> & xs, int axis);                                          // elementwise.cc
 Tensor add(const Tensor & a, const Tensor & b, Activation act);                                   // elementwise.cc
 Tensor batch_norm(const Tensor & x, const Tensor & scale, const Tensor & bias, const Tensor & mean,

@@ -1000,3 +1000,39 @@ FOVEA_TEST(ops_reject_device_tensors) {
     rp.out_h = rp.out_w = 2;
     EXPECT_THROWS_CODE(cpu::resize_bilinear(dev, rp), ErrorCode::Input);
 }
+
+// pad2d: DeepMask's SymPad (edge-inclusive mirror) and Crop, against numpy's
+// np.pad(mode='symmetric') / slicing worked by hand.
+FOVEA_TEST(ops_pad2d_symmetric_and_crop) {
+    Tensor x = Tensor::from_vector({1, 1, 2, 3}, {1, 2, 3, 4, 5, 6});
+    Pad2dParams p;
+    p.mode = PadMode::Symmetric;
+    p.left = 2;
+    p.right = 1;
+    p.top = 1;
+    Tensor y = cpu::pad2d(x, p);
+    EXPECT_TRUE(y.shape() == Shape({1, 1, 3, 6}));
+    // np.pad([[1,2,3],[4,5,6]], ((1,0),(2,1)), 'symmetric')
+    const std::vector<float> expected = {2, 1, 1, 2, 3, 3, 2, 1, 1, 2, 3, 3, 5, 4, 4, 5, 6, 6};
+    for (size_t i = 0; i < expected.size(); i++) EXPECT_EQ(y.f32()[i], expected[i]);
+
+    // Pads wider than the input keep mirroring: np.pad([7], 3, 'symmetric') is all 7s,
+    // np.pad([1,2], 3, 'symmetric') = [2,2,1,1,2,2,1,1].
+    Tensor z = cpu::pad2d(Tensor::from_vector({1, 1, 1, 2}, {1, 2}), Pad2dParams{0, 3, 0, 3, PadMode::Symmetric, 0});
+    const std::vector<float> mirrored = {2, 2, 1, 1, 2, 2, 1, 1};
+    for (size_t i = 0; i < mirrored.size(); i++) EXPECT_EQ(z.f32()[i], mirrored[i]);
+
+    Tensor c = cpu::pad2d(Tensor::from_vector({1, 1, 3, 3}, {1, 2, 3, 4, 5, 6, 7, 8, 9}),
+                          Pad2dParams{-1, -1, -1, -1, PadMode::Constant, 0});
+    EXPECT_TRUE(c.shape() == Shape({1, 1, 1, 1}));
+    EXPECT_EQ(c.f32()[0], 5.0f);
+
+    Tensor k = cpu::pad2d(Tensor::from_vector({1, 1, 1, 1}, {3}), Pad2dParams{1, 0, 0, 1, PadMode::Constant, 0.5f});
+    const std::vector<float> constant = {0.5f, 0.5f, 3, 0.5f};
+    for (size_t i = 0; i < constant.size(); i++) EXPECT_EQ(k.f32()[i], constant[i]);
+
+    EXPECT_THROWS_CODE(cpu::pad2d(x, Pad2dParams{-1, 0, -1, 0, PadMode::Constant, 0}), ErrorCode::Input);
+    EXPECT_THROWS_CODE(cpu::pad2d(x, Pad2dParams{0, 1 << 21, 0, 0, PadMode::Constant, 0}), ErrorCode::Options);
+    EXPECT_THROWS_CODE(cpu::pad2d(Tensor::zeros({1, 1, 0, 2}), Pad2dParams{1, 1, 1, 1, PadMode::Symmetric, 0}),
+                       ErrorCode::Input);
+}
