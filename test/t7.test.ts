@@ -13,30 +13,18 @@ import {
   type T7Table,
   type T7Value,
 } from '../lib/t7';
+import { SHARED_FIXTURES, itShared as itSharedFixture } from './shared-fixtures';
 
 // Small upstream files committed with the tests (see test/fixtures/README.md).
 const LOCAL = path.join(__dirname, 'fixtures', 't7');
 // The full set, including the 748 kB truncated DeepMask checkpoint.
-const SHARED = path.join(__dirname, '..', '..', 'shared', 'fixtures', 't7');
+const SHARED = path.join(SHARED_FIXTURES, 't7');
+const itShared = (name: string, rel: string, fn: (file: string) => void) => itSharedFixture(name, path.join('t7', rel), fn);
 
 function local(rel: string): Buffer {
   return fs.readFileSync(path.join(LOCAL, rel));
 }
 
-/** A test that needs ../shared/fixtures/t7: skipped with a warning when absent, failed in CI. */
-function itShared(name: string, rel: string, fn: (file: string) => void): void {
-  const file = path.join(SHARED, rel);
-  if (fs.existsSync(file)) {
-    it(name, () => fn(file));
-  } else if (process.env['CI']) {
-    it(name, () => {
-      throw new Error(`missing shared fixture ${file}`);
-    });
-  } else {
-    console.warn(`Skipping "${name}": ${file} is absent (../shared/fixtures is not next to this checkout)`);
-    it.skip(`${name} (skipped: ${rel} absent)`, () => undefined);
-  }
-}
 
 function expectWeightsError(fn: () => unknown, message?: RegExp): FoveaError {
   let caught: unknown;
