@@ -35,6 +35,23 @@ def _sym_index(n: int, p: int) -> torch.Tensor:
     return i
 
 
+class _SymPad(torch.autograd.Function):
+    """Forward: symmetric pad. Backward as Torch's SpatialSymmetricPadding, which inherits
+    SpatialZeroPadding's updateGradInput: the gradient of the padded border is dropped, not
+    added back to the mirrored source cells (spec 5.4)."""
+
+    @staticmethod
+    def forward(ctx, x, p):
+        ctx.p = p
+        h, w = x.shape[-2], x.shape[-1]
+        return x.index_select(-2, _sym_index(h, p)).index_select(-1, _sym_index(w, p))
+
+    @staticmethod
+    def backward(ctx, g):
+        p = ctx.p
+        return g[..., p:-p, p:-p].contiguous(), None
+
+
 def sym_pad(x: torch.Tensor, p: int) -> torch.Tensor:
     """Symmetric padding by ``p`` on all four sides: ``c b a | a b c d ...``."""
     if p == 0:
@@ -42,7 +59,7 @@ def sym_pad(x: torch.Tensor, p: int) -> torch.Tensor:
     h, w = x.shape[-2], x.shape[-1]
     if h < p or w < p:
         raise ValueError(f"sym_pad: input {h}x{w} is smaller than the pad {p}")
-    return x.index_select(-2, _sym_index(h, p)).index_select(-1, _sym_index(w, p))
+    return _SymPad.apply(x, p)
 
 
 def crop(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -231,7 +248,13 @@ class Calibrator:
       RMS ``target`` (default 1; modules may carry ``calib_target``);
     * every FixedAffine is given random but realistic BatchNorm statistics: the
       per-channel mean/var of its actual input, perturbed (mean + 0.1*std*N(0,1),
-      var * U(0.7, 1.4)), gamma ~ U(0.6, 1.4), beta ~ U(-0.3, 0.3), eps = 1e-5.
+      var * U(0.7, 1.4)), gamma ~ U(0.6, 1.4) (or U(``calib_gamma``)), beta ~ U(-0.3, 0.3),
+      eps = 1e-5.
+
+    The last layer of every residual branch is calibrated to a small output (RMS ~0.35, or
+    gamma ~ U(0.2, 0.5)) so that the identity path dominates: a random deep ResNet with
+    full-size branches is chaotic (fp32 rounding grows ~2x per block), which would eat the
+    1e-4 tolerance of the golden tests; trained ResNets look like this too.
 
     Layers are processed in forward order, so each sees the already calibrated output
     of the layers before it.
@@ -254,7 +277,12 @@ class Calibrator:
             return None
         self.done.add(id(m))
         target = getattr(m, "calib_target", 1.0)
-        rms = out.detach().pow(2).mean().sqrt().item()
+        if out.numel() < 64:
+            # too few outputs to measure (e.g. one score logit): use the expected RMS for
+            # independent inputs, |w_row| * rms(x), instead of the measured one
+            rms = (m.weight.detach().flatten(1).norm(dim=1).mean() * inp[0].detach().pow(2).mean().sqrt()).item()
+        else:
+            rms = out.detach().pow(2).mean().sqrt().item()
         if rms == 0 or not math.isfinite(rms):
             return None
         s = target / rms
@@ -275,7 +303,8 @@ class Calibrator:
         c = mean.numel()
         run_mean = mean + 0.1 * var.sqrt() * self._randn(c)
         run_var = var * (0.7 + 0.7 * self._rand(c)) + 1e-3
-        gamma = 0.6 + 0.8 * self._rand(c)
+        lo, hi = getattr(m, "calib_gamma", (0.6, 1.4))
+        gamma = lo + (hi - lo) * self._rand(c)
         beta = 0.6 * self._rand(c) - 0.3
         m.set_from_bn(gamma, beta, run_mean, run_var, 1e-5)
         return None

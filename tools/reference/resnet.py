@@ -54,6 +54,9 @@ class Bottleneck(nn.Module):
             self.downsample = None
             self.downsample_bn = nn.Identity()
         self.post_affine = FixedAffine(cout, device=device) if not std else nn.Identity()
+        # golden-weight calibration: keep the residual branch small (see common.Calibrator)
+        self.conv3.calib_target = 0.35
+        self.bn3.calib_gamma = (0.2, 0.5)
 
     def forward(self, x):
         out = relu(self.bn1(self.conv1(x)))
@@ -81,21 +84,28 @@ class BasicBlock(nn.Module):
     expansion = 1
 
     def __init__(self, cin, width, stride, layout="standard", pad_mode="zero", conv_bias=False,
-                 shortcut_affine=True, device=None):
+                 shortcut_affine=True, prefolded=False, device=None):
         super().__init__()
         assert layout == "standard"
-        self.conv1 = Conv2d(cin, width, 3, stride=stride, pad=1, pad_mode=pad_mode, bias=conv_bias,
+        # prefolded: BN already folded into the conv at build time (inn.utils.foldBatchNorm,
+        # as MultiPathNet does for its frozen conv1+layer1): conv with bias, no affine.
+        cb = conv_bias or prefolded
+        aff = (lambda c: nn.Identity()) if prefolded else (lambda c: FixedAffine(c, device=device))
+        self.conv1 = Conv2d(cin, width, 3, stride=stride, pad=1, pad_mode=pad_mode, bias=cb,
                             device=device)
-        self.bn1 = FixedAffine(width, device=device)
-        self.conv2 = Conv2d(width, width, 3, pad=1, pad_mode=pad_mode, bias=conv_bias, device=device)
-        self.bn2 = FixedAffine(width, device=device)
+        self.bn1 = aff(width)
+        self.conv2 = Conv2d(width, width, 3, pad=1, pad_mode=pad_mode, bias=cb, device=device)
+        self.bn2 = aff(width)
         if cin != width:
-            self.downsample = Conv2d(cin, width, 1, stride=stride, bias=conv_bias, device=device)
-            self.downsample_bn = FixedAffine(width, device=device) if shortcut_affine else nn.Identity()
+            self.downsample = Conv2d(cin, width, 1, stride=stride, bias=cb, device=device)
+            self.downsample_bn = aff(width) if shortcut_affine else nn.Identity()
         else:
             assert stride == 1
             self.downsample = None
             self.downsample_bn = nn.Identity()
+        # golden-weight calibration: keep the residual branch small (see common.Calibrator)
+        self.conv2.calib_target = 0.35
+        self.bn2.calib_gamma = (0.2, 0.5)
 
     def forward(self, x):
         out = relu(self.bn1(self.conv1(x)))
@@ -104,8 +114,10 @@ class BasicBlock(nn.Module):
         return relu(out + sc)
 
     def _fold(self):
-        fold_affine(self.conv1, self.bn1); self.bn1 = nn.Identity()
-        fold_affine(self.conv2, self.bn2); self.bn2 = nn.Identity()
+        if isinstance(self.bn1, FixedAffine):
+            fold_affine(self.conv1, self.bn1); self.bn1 = nn.Identity()
+        if isinstance(self.bn2, FixedAffine):
+            fold_affine(self.conv2, self.bn2); self.bn2 = nn.Identity()
         if isinstance(self.downsample_bn, FixedAffine):
             fold_affine(self.downsample, self.downsample_bn); self.downsample_bn = nn.Identity()
 
@@ -126,15 +138,17 @@ class ResNetTrunk(nn.Module):
     """
 
     def __init__(self, depth="resnet50", n_layers=3, base_width=64, layout=None, pad_mode="zero",
-                 conv_bias=False, shortcut_affine=True, device=None):
+                 conv_bias=False, shortcut_affine=True, prefold_layer1=False, device=None):
         super().__init__()
         block, counts = RESNET_SPECS[depth]
         if layout is None:
             layout = "standard"
         self.depth, self.layout, self.pad_mode = depth, layout, pad_mode
-        self.conv1 = Conv2d(3, base_width, 7, stride=2, pad=3, pad_mode=pad_mode, bias=conv_bias,
-                            device=device)
-        self.bn1 = FixedAffine(base_width, device=device)
+        # prefold_layer1: conv1 and layer1 come with their BN already folded (bias, no affine),
+        # as in MultiPathNet's released ResNet-18 (modules 1..5 in NoBackprop + foldBatchNorm).
+        self.conv1 = Conv2d(3, base_width, 7, stride=2, pad=3, pad_mode=pad_mode,
+                            bias=conv_bias or prefold_layer1, device=device)
+        self.bn1 = nn.Identity() if prefold_layer1 else FixedAffine(base_width, device=device)
         cin = base_width
         self.layer_names = []
         for li in range(n_layers):
@@ -142,8 +156,10 @@ class ResNetTrunk(nn.Module):
             blocks = []
             for j in range(counts[li]):
                 stride = 2 if (li > 0 and j == 0) else 1
+                kw = dict(prefolded=True) if (prefold_layer1 and li == 0) else {}
                 blocks.append(block(cin, width, stride, layout=layout, pad_mode=pad_mode,
-                                    conv_bias=conv_bias, shortcut_affine=shortcut_affine, device=device))
+                                    conv_bias=conv_bias, shortcut_affine=shortcut_affine, device=device,
+                                    **kw))
                 cin = width * block.expansion
             name = f"layer{li + 1}"
             setattr(self, name, nn.Sequential(*blocks))
