@@ -27,6 +27,10 @@
       'native/cpu/roi.cc',
       'native/io/json.cc',
       'native/io/safetensors.cc',
+      'native/models/model_weights.cc',
+      'native/models/deepmask.cc',
+      'native/models/sharpmask.cc',
+      'native/models/multipathnet.cc',
     ],
     'fovea_cuda_sources': [
       'native/cuda/device.cu',
@@ -42,6 +46,9 @@
       'native/test/test_conv_gemm.cc',
       'native/test/test_ops.cc',
       'native/test/test_safetensors.cc',
+      'native/test/test_models_deepmask.cc',
+      'native/test/fixtures.cc',
+      'native/test/test_models_multipathnet.cc',
     ],
     'fovea_bench_sources': [
       'native/bench/bench_main.cc',

@@ -259,8 +259,9 @@ Result run_layer(const Layer & l, int repeats_opt, int threads) {
         y = cpu::conv2d(x, w, b, p);
         first = seconds_since(t0);
     }
-    // Default: as many repeats as fit ~1 s per layer, between 3 and 20.
-    int repeats = repeats_opt > 0 ? repeats_opt : int(std::clamp(1.0 / std::max(first, 1e-6), 3.0, 20.0));
+    // Default: as many repeats as fit ~1 s per layer, between 3 and 200; the
+    // median over a whole second shrugs off short bursts of other load.
+    int repeats = repeats_opt > 0 ? repeats_opt : int(std::clamp(1.0 / std::max(first, 1e-6), 3.0, 200.0));
     std::vector<double> times;
     const double cpu0 = process_cpu_seconds();
     const auto wall0 = Clock::now();
@@ -332,7 +333,7 @@ void usage() {
         "  --net LIST     networks, comma separated (default resnet50,vgg16)\n"
         "  --size LIST    input sizes, comma separated (default 224,800)\n"
         "  --filter S     only layers whose \"net/size layer\" label contains S (e.g. resnet50/224, 3x3)\n"
-        "  --repeats N    timed runs per layer after one warm-up (default: ~1 s per layer, 3..20)\n"
+        "  --repeats N    timed runs per layer after >= 0.2 s of warm-up (default: ~1 s per layer, 3..200)\n"
         "  --threads N    worker threads, including the caller (sets FOVEA_NUM_THREADS; default: all)\n"
         "  --isa I        scalar | avx2 | avx512 (default: the best this CPU has)\n"
         "  --json FILE    also write the results as JSON\n"

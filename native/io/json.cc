@@ -1,13 +1,17 @@
 #include "io/json.h"
 
+#include <charconv>
+#include <cmath>
 #include <limits>
+#include <unordered_set>
 
 #include "core/error.h"
 
 namespace fovea::io {
 
-JsonReader::JsonReader(std::string_view text, std::string what, size_t base_offset, int max_depth)
-    : text_(text), what_(std::move(what)), base_offset_(base_offset), max_depth_(max_depth) {}
+JsonReader::JsonReader(std::string_view text, std::string what, size_t base_offset, int max_depth,
+                       JsonGrammar grammar)
+    : text_(text), what_(std::move(what)), base_offset_(base_offset), max_depth_(max_depth), grammar_(grammar) {}
 
 void JsonReader::fail(const std::string & message) const { fail_at(pos_, message); }
 
@@ -38,8 +42,78 @@ JsonReader::Type JsonReader::peek() {
     if (c == '{') return Type::Object;
     if (c == '[') return Type::Array;
     if (c == '"') return Type::String;
-    if (c == '-' || (c >= '0' && c <= '9')) return Type::Integer;
-    fail("unexpected character (only objects, arrays, strings and integers are allowed)");
+    if (grammar_ == JsonGrammar::HeaderSubset) {
+        if (c == '-' || (c >= '0' && c <= '9')) return Type::Integer;
+        fail("unexpected character (only objects, arrays, strings and integers are allowed)");
+    }
+    if (c == '-' || (c >= '0' && c <= '9')) {
+        bool integral = false;
+        scan_number(integral);
+        return integral ? Type::Integer : Type::Number;
+    }
+    if (c == 't' || c == 'f') return Type::Bool;
+    if (c == 'n') return Type::Null;
+    fail("unexpected character");
+}
+
+size_t JsonReader::scan_number(bool & integral) {
+    auto digit = [&](size_t i) { return i < text_.size() && text_[i] >= '0' && text_[i] <= '9'; };
+    size_t i = pos_;
+    if (i < text_.size() && text_[i] == '-') i++;
+    if (!digit(i)) fail_at(pos_, "invalid number");
+    if (text_[i] == '0' && digit(i + 1)) fail_at(pos_, "leading zero");
+    while (digit(i)) i++;
+    integral = true;
+    if (i < text_.size() && text_[i] == '.') {
+        integral = false;
+        if (!digit(++i)) fail_at(i, "invalid number: no digit after '.'");
+        while (digit(i)) i++;
+    }
+    if (i < text_.size() && (text_[i] == 'e' || text_[i] == 'E')) {
+        integral = false;
+        i++;
+        if (i < text_.size() && (text_[i] == '+' || text_[i] == '-')) i++;
+        if (!digit(i)) fail_at(i, "invalid number: no digit in the exponent");
+        while (digit(i)) i++;
+    }
+    return i - pos_;
+}
+
+JsonReader::Number JsonReader::read_number() {
+    if (grammar_ != JsonGrammar::Full) fail("only integers are allowed");
+    skip_ws();
+    bool integral = false;
+    const size_t len = scan_number(integral);
+    const char * first = text_.data() + pos_;
+    const char * last = first + len;
+    Number n;
+    // from_chars: locale-independent and correctly rounded.
+    auto res = std::from_chars(first, last, n.value);
+    if (res.ec != std::errc() || res.ptr != last || !std::isfinite(n.value)) fail("number out of range");
+    if (integral) {
+        auto ires = std::from_chars(first, last, n.integer);
+        n.exact_integer = ires.ec == std::errc() && ires.ptr == last;
+    }
+    pos_ += len;
+    return n;
+}
+
+void JsonReader::expect_word(const char * word) {
+    const std::string_view w(word);
+    if (text_.substr(pos_, w.size()) != w) fail("unexpected character");
+    pos_ += w.size();
+}
+
+bool JsonReader::read_bool() {
+    if (peek() != Type::Bool) fail("expected true or false");
+    const bool v = text_[pos_] == 't';
+    expect_word(v ? "true" : "false");
+    return v;
+}
+
+void JsonReader::read_null() {
+    if (peek() != Type::Null) fail("expected null");
+    expect_word("null");
 }
 
 void JsonReader::open(char c) {
@@ -246,13 +320,136 @@ void JsonReader::skip_value() {
             while (next_element()) skip_value();
             break;
         case Type::String: read_string(); break;
-        case Type::Integer: read_integer(); break;
+        // The full grammar also accepts integers past int64 (as doubles).
+        case Type::Integer: grammar_ == JsonGrammar::Full ? void(read_number()) : void(read_integer()); break;
+        case Type::Number: read_number(); break;
+        case Type::Bool: read_bool(); break;
+        case Type::Null: read_null(); break;
     }
 }
 
 void JsonReader::finish() {
     skip_ws();
     if (pos_ != text_.size()) fail("unexpected data after the JSON value");
+}
+
+// ---------------------------------------------------------------------------
+// JsonValue
+
+struct JsonValue::Builder {
+    JsonReader reader;
+    size_t max_values;
+    size_t count = 0;
+
+    JsonValue value() {
+        if (++count > max_values) {
+            reader.fail("more than " + std::to_string(max_values) + " values");
+        }
+        JsonValue v;
+        switch (reader.peek()) {
+            case JsonReader::Type::Object: {
+                v.kind_ = Kind::Object;
+                reader.begin_object();
+                std::unordered_set<std::string> seen;
+                std::string key;
+                for (size_t at = reader.offset(); reader.next_key(key); at = reader.offset()) {
+                    if (!seen.insert(key).second) reader.fail_at(at, "duplicate key \"" + key + "\"");
+                    v.keys_.push_back(key);
+                    v.items_.push_back(value());
+                }
+                break;
+            }
+            case JsonReader::Type::Array:
+                v.kind_ = Kind::Array;
+                reader.begin_array();
+                while (reader.next_element()) v.items_.push_back(value());
+                break;
+            case JsonReader::Type::String:
+                v.kind_ = Kind::String;
+                v.string_ = reader.read_string();
+                break;
+            case JsonReader::Type::Integer:
+            case JsonReader::Type::Number: {
+                // Integers past int64 are still valid JSON numbers: they stay doubles.
+                const JsonReader::Number n = reader.read_number();
+                v.kind_ = Kind::Number;
+                v.number_ = n.value;
+                v.integral_ = n.exact_integer;
+                v.integer_ = n.integer;
+                break;
+            }
+            case JsonReader::Type::Bool:
+                v.kind_ = Kind::Bool;
+                v.bool_ = reader.read_bool();
+                break;
+            case JsonReader::Type::Null: reader.read_null(); break;
+        }
+        return v;
+    }
+};
+
+JsonValue JsonValue::parse(std::string_view text, const std::string & what, size_t base_offset, const JsonLimits & limits) {
+    Builder b{JsonReader(text, what, base_offset, limits.max_depth, JsonGrammar::Full), limits.max_values};
+    JsonValue v = b.value();
+    b.reader.finish();
+    return v;
+}
+
+namespace {
+[[noreturn]] void wrong_kind(JsonValue::Kind have, const char * want) {
+    throw Error(ErrorCode::Internal,
+                std::string("JSON value is ") + JsonValue::kind_name(have) + ", not " + want);
+}
+}  // namespace
+
+const char * JsonValue::kind_name(Kind kind) {
+    switch (kind) {
+        case Kind::Null: return "null";
+        case Kind::Bool: return "a boolean";
+        case Kind::Number: return "a number";
+        case Kind::String: return "a string";
+        case Kind::Array: return "an array";
+        case Kind::Object: return "an object";
+    }
+    return "?";
+}
+
+bool JsonValue::as_bool() const {
+    if (kind_ != Kind::Bool) wrong_kind(kind_, "a boolean");
+    return bool_;
+}
+
+double JsonValue::as_number() const {
+    if (kind_ != Kind::Number) wrong_kind(kind_, "a number");
+    return number_;
+}
+
+int64_t JsonValue::as_integer() const {
+    if (!is_integer()) wrong_kind(kind_, "an integer");
+    return integer_;
+}
+
+const std::string & JsonValue::as_string() const {
+    if (kind_ != Kind::String) wrong_kind(kind_, "a string");
+    return string_;
+}
+
+const std::vector<JsonValue> & JsonValue::items() const {
+    if (kind_ != Kind::Array && kind_ != Kind::Object) wrong_kind(kind_, "an array or an object");
+    return items_;
+}
+
+const std::vector<std::string> & JsonValue::keys() const {
+    if (kind_ != Kind::Object) wrong_kind(kind_, "an object");
+    return keys_;
+}
+
+const JsonValue * JsonValue::find(std::string_view key) const {
+    if (kind_ != Kind::Object) wrong_kind(kind_, "an object");
+    for (size_t i = 0; i < keys_.size(); i++) {
+        if (keys_[i] == key) return &items_[i];
+    }
+    return nullptr;
 }
 
 }  // namespace fovea::io
