@@ -41,7 +41,8 @@ if (!process.env.FOVEA_FORCE_BUILD && loads()) process.exit(0);
 const cmakeJs = resolves('cmake-js/bin/cmake-js');
 if (cmakeJs && has('cmake')) {
   const cuda = process.env.FOVEA_CUDA || 'AUTO';
-  if (run(process.execPath, [cmakeJs, 'compile', `--CDFOVEA_CUDA=${cuda}`])) process.exit(0);
+  // Users need the addon only; the test and benchmark executables are for developers.
+  if (run(process.execPath, [cmakeJs, 'compile', `--CDFOVEA_CUDA=${cuda}`, '--CDFOVEA_NATIVE_TOOLS=OFF'])) process.exit(0);
   console.error('fovea: the CMake build failed; trying node-gyp (CPU backend only)');
 }
 const nodeGyp = process.env.npm_config_node_gyp || resolves('node-gyp/bin/node-gyp.js');

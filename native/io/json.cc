@@ -388,7 +388,8 @@ struct JsonValue::Builder {
     }
 };
 
-JsonValue JsonValue::parse(std::string_view text, const std::string & what, size_t base_offset, const JsonLimits & limits) {
+JsonValue JsonValue::parse(std::string_view text, const std::string & what, size_t base_offset,
+                           const JsonLimits & limits) {
     Builder b{JsonReader(text, what, base_offset, limits.max_depth, JsonGrammar::Full), limits.max_values};
     JsonValue v = b.value();
     b.reader.finish();

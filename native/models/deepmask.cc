@@ -109,8 +109,8 @@ DeepMaskConfig DeepMaskConfig::from(const Config & c) {
     return d;
 }
 
-std::vector<TensorSpec> deepmask_tensor_specs(const DeepMaskConfig & c) {
-    std::vector<TensorSpec> s;
+std::vector<WeightSpec> deepmask_tensor_specs(const DeepMaskConfig & c) {
+    std::vector<WeightSpec> s;
     auto conv = [&](const std::string & name, const Shape & w) {
         s.push_back({name + ".weight", w});
         s.push_back({name + ".bias", {w[0]}});
@@ -125,7 +125,8 @@ std::vector<TensorSpec> deepmask_tensor_specs(const DeepMaskConfig & c) {
         int64_t cin = 3;
         for (int st = 0; st < 5; st++) {
             for (int i = 0; i < convs[st]; i++) {
-                conv("trunk.conv" + std::to_string(st + 1) + "_" + std::to_string(i + 1), {c.stage_widths[st], cin, 3, 3});
+                const std::string name = "trunk.conv" + std::to_string(st + 1) + "_" + std::to_string(i + 1);
+                conv(name, {c.stage_widths[st], cin, 3, 3});
                 cin = c.stage_widths[st];
             }
         }
@@ -171,10 +172,10 @@ std::vector<TensorSpec> deepmask_tensor_specs(const DeepMaskConfig & c) {
     return s;
 }
 
-void check_tensor_specs(const ModelWeights & weights, const std::vector<TensorSpec> & specs,
+void check_tensor_specs(const ModelWeights & weights, const std::vector<WeightSpec> & specs,
                         const std::string & foreign_prefix) {
     std::set<std::string> expected;
-    for (const TensorSpec & t : specs) {
+    for (const WeightSpec & t : specs) {
         if (!weights.has(t.name)) {
             fail(weights.path() + ": missing tensor " + quoted(t.name) + " (shape " + shape_str(t.shape) + ") of the " +
                  weights.architecture() + " model");

@@ -19,8 +19,9 @@
 
 namespace fovea::models {
 
-// One tensor a model reads: its name in the file and its shape.
-struct TensorSpec {
+// One tensor a model reads: its name in the file and its shape. (Not
+// "TensorSpec": multipathnet.h has its own, richer, one.)
+struct WeightSpec {
     std::string name;
     Shape shape;
 };
@@ -29,7 +30,7 @@ struct TensorSpec {
 // exact shape and no tensor that the table does not list, except names that
 // start with `foreign_prefix` (when not empty: a part of the file another
 // model reads). Error(Weights) naming the tensor (and both shapes).
-void check_tensor_specs(const ModelWeights & weights, const std::vector<TensorSpec> & specs,
+void check_tensor_specs(const ModelWeights & weights, const std::vector<WeightSpec> & specs,
                         const std::string & foreign_prefix = std::string());
 
 // The hyper-parameters of DeepMask, read from the config and checked for
@@ -60,7 +61,7 @@ struct DeepMaskConfig {
 };
 
 // Every tensor of a DeepMask with this config, in module order.
-std::vector<TensorSpec> deepmask_tensor_specs(const DeepMaskConfig & config);
+std::vector<WeightSpec> deepmask_tensor_specs(const DeepMaskConfig & config);
 
 // A cell of the stride-16 output grid, 0-based.
 struct GridCell {

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <mutex>
 #include <set>
+#include <sstream>
 
 #include "core/error.h"
 #include "io/json.h"
@@ -37,6 +38,14 @@ bool integral(const JsonValue & v, int64_t & out) {
 }
 
 const char * const kArchitectures[] = {"deepmask", "sharpmask", "multipathnet"};
+
+std::string expected(const char * want, const JsonValue & v) {
+    return std::string("expected ") + want + ", found " + JsonValue::kind_name(v.kind());
+}
+
+std::string bad_element(size_t i, const JsonValue & v, const char * want) {
+    return "element " + std::to_string(i) + " is " + JsonValue::kind_name(v.kind()) + ", not " + want;
+}
 
 }  // namespace
 
@@ -76,7 +85,7 @@ const JsonValue & Config::get(const std::string & key) const {
 
 double Config::number(const std::string & key) const {
     const JsonValue & v = get(key);
-    if (v.kind() != JsonValue::Kind::Number) fail(key, std::string("expected a number, found ") + JsonValue::kind_name(v.kind()));
+    if (v.kind() != JsonValue::Kind::Number) fail(key, expected("a number", v));
     return v.as_number();
 }
 
@@ -84,28 +93,30 @@ int64_t Config::integer(const std::string & key) const {
     const JsonValue & v = get(key);
     int64_t out = 0;
     if (!integral(v, out)) {
-        fail(key, v.kind() == JsonValue::Kind::Number
-                      ? "expected an integer, found " + std::to_string(v.as_number())
-                      : std::string("expected an integer, found ") + JsonValue::kind_name(v.kind()));
+        if (v.kind() != JsonValue::Kind::Number) fail(key, expected("an integer", v));
+        std::ostringstream found;
+        found.precision(17);  // %.17g: 2.5, not to_string's 2.500000
+        found << v.as_number();
+        fail(key, "expected an integer, found " + found.str());
     }
     return out;
 }
 
 bool Config::boolean(const std::string & key) const {
     const JsonValue & v = get(key);
-    if (v.kind() != JsonValue::Kind::Bool) fail(key, std::string("expected a boolean, found ") + JsonValue::kind_name(v.kind()));
+    if (v.kind() != JsonValue::Kind::Bool) fail(key, expected("a boolean", v));
     return v.as_bool();
 }
 
 std::string Config::string(const std::string & key) const {
     const JsonValue & v = get(key);
-    if (v.kind() != JsonValue::Kind::String) fail(key, std::string("expected a string, found ") + JsonValue::kind_name(v.kind()));
+    if (v.kind() != JsonValue::Kind::String) fail(key, expected("a string", v));
     return v.as_string();
 }
 
 const std::vector<JsonValue> & Config::array(const std::string & key) const {
     const JsonValue & v = get(key);
-    if (v.kind() != JsonValue::Kind::Array) fail(key, std::string("expected an array, found ") + JsonValue::kind_name(v.kind()));
+    if (v.kind() != JsonValue::Kind::Array) fail(key, expected("an array", v));
     return v.items();
 }
 
@@ -114,7 +125,7 @@ std::vector<double> Config::numbers(const std::string & key) const {
     const auto & items = array(key);
     for (size_t i = 0; i < items.size(); i++) {
         if (items[i].kind() != JsonValue::Kind::Number) {
-            fail(key, "element " + std::to_string(i) + " is " + JsonValue::kind_name(items[i].kind()) + ", not a number");
+            fail(key, bad_element(i, items[i], "a number"));
         }
         out.push_back(items[i].as_number());
     }
@@ -137,7 +148,7 @@ std::vector<std::string> Config::strings(const std::string & key) const {
     const auto & items = array(key);
     for (size_t i = 0; i < items.size(); i++) {
         if (items[i].kind() != JsonValue::Kind::String) {
-            fail(key, "element " + std::to_string(i) + " is " + JsonValue::kind_name(items[i].kind()) + ", not a string");
+            fail(key, bad_element(i, items[i], "a string"));
         }
         out.push_back(items[i].as_string());
     }
@@ -146,7 +157,7 @@ std::vector<std::string> Config::strings(const std::string & key) const {
 
 Config Config::object(const std::string & key) const {
     const JsonValue & v = get(key);
-    if (v.kind() != JsonValue::Kind::Object) fail(key, std::string("expected an object, found ") + JsonValue::kind_name(v.kind()));
+    if (v.kind() != JsonValue::Kind::Object) fail(key, expected("an object", v));
     return Config(root_, &v, where_, key_path(key));
 }
 
@@ -155,7 +166,7 @@ std::vector<Config> Config::objects(const std::string & key) const {
     const auto & items = array(key);
     for (size_t i = 0; i < items.size(); i++) {
         if (items[i].kind() != JsonValue::Kind::Object) {
-            fail(key, "element " + std::to_string(i) + " is " + JsonValue::kind_name(items[i].kind()) + ", not an object");
+            fail(key, bad_element(i, items[i], "an object"));
         }
         out.push_back(Config(root_, &items[i], where_, key_path(key) + "[" + std::to_string(i) + "]"));
     }
@@ -182,7 +193,9 @@ ModelWeights ModelWeights::open(const std::string & path) {
             return io::SafetensorsFile::open(path);
         } catch (const Error & e) {
             if (e.code() != ErrorCode::Weights) throw;
-            fail_weights(path + ": " + e.what());
+            // Name the file once: the reader's open errors already do.
+            const std::string message = e.what();
+            fail_weights(message.find(path) == std::string::npos ? path + ": " + message : message);
         }
     }();
     const auto & meta = file.metadata();
@@ -198,7 +211,9 @@ ModelWeights ModelWeights::open(const std::string & path) {
     std::string arch = config.string("architecture");
     bool known = false;
     for (const char * a : kArchitectures) known = known || arch == a;
-    if (!known) fail_weights(path + ": unknown architecture " + quoted(arch) + " (fovea knows deepmask, sharpmask, multipathnet)");
+    if (!known) {
+        fail_weights(path + ": unknown architecture " + quoted(arch) + " (fovea knows deepmask, sharpmask, multipathnet)");
+    }
 
     auto state = std::shared_ptr<State>(new State{path, std::move(file), std::move(config), std::move(arch), {}, {}});
     return ModelWeights(std::move(state));
@@ -233,8 +248,8 @@ Tensor ModelWeights::get(const std::string & name) const {
 Tensor ModelWeights::get(const std::string & name, const Shape & expected) const {
     const Shape actual = shape(name);
     if (actual != expected) {
-        fail_weights(state_->path + ": tensor " + quoted(name) + " has shape " + shape_str(actual) + ", the model expects " +
-             shape_str(expected));
+        fail_weights(state_->path + ": tensor " + quoted(name) + " has shape " + shape_str(actual) +
+                     ", the model expects " + shape_str(expected));
     }
     return get(name);
 }
@@ -265,8 +280,8 @@ void ModelWeights::check_all_used() const {
     std::string list;
     for (size_t i = 0; i < shown; i++) list += (i ? ", " : "") + quoted(unused[i]);
     if (shown < unused.size()) list += ", ... (" + std::to_string(unused.size() - shown) + " more)";
-    fail_weights(state_->path + ": " + std::to_string(unused.size()) + " tensor(s) not used by the " + state_->architecture +
-         " model: " + list);
+    fail_weights(state_->path + ": " + std::to_string(unused.size()) + " tensor(s) not used by the " +
+                 state_->architecture + " model: " + list);
 }
 
 }  // namespace fovea::models

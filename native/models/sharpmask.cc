@@ -23,7 +23,9 @@ SharpMaskConfig SharpMaskConfig::from(const Config & c) {
 
     s.km = c.integer("km");
     // k_4 / 2 = km / 16 channels reach the final conv.
-    if (s.km < 16 || s.km > 4096 || s.km % 16 != 0) c.fail("km", std::to_string(s.km) + " is not a multiple of 16 in [16, 4096]");
+    if (s.km < 16 || s.km > 4096 || s.km % 16 != 0) {
+        c.fail("km", std::to_string(s.km) + " is not a multiple of 16 in [16, 4096]");
+    }
     if (c.integer("ks") != s.km) c.fail("ks", "must equal km (the h and v outputs are summed)");
     s.nhu2 = c.integers("nhu2");
     if (s.nhu2.size() != 4) c.fail("nhu2", "must have 4 values");
@@ -58,8 +60,8 @@ SharpMaskConfig SharpMaskConfig::from(const Config & c) {
     return s;
 }
 
-std::vector<TensorSpec> sharpmask_tensor_specs(const SharpMaskConfig & c) {
-    std::vector<TensorSpec> s = deepmask_tensor_specs(c.deepmask);
+std::vector<WeightSpec> sharpmask_tensor_specs(const SharpMaskConfig & c) {
+    std::vector<WeightSpec> s = deepmask_tensor_specs(c.deepmask);
     auto conv = [&](const std::string & name, const Shape & w) {
         s.push_back({name + ".weight", w});
         s.push_back({name + ".bias", {w[0]}});

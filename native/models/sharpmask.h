@@ -33,7 +33,7 @@ struct SharpMaskConfig {
 };
 
 // Every tensor of a SharpMask: the DeepMask ones, then refine.*.
-std::vector<TensorSpec> sharpmask_tensor_specs(const SharpMaskConfig & config);
+std::vector<WeightSpec> sharpmask_tensor_specs(const SharpMaskConfig & config);
 
 struct SharpMaskPatchOutput {
     Tensor mask_logits;     // [N, 16 fSz, 16 fSz] refined

@@ -14,7 +14,6 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
-#include <map>
 
 #include "io/json.h"
 #include "io/safetensors.h"
@@ -31,8 +30,8 @@ namespace {
 
 constexpr double kRelTol = 1e-4;
 
-// Compares one output with its golden tensor (same element count; `shape`
-// views ours as the golden's shape). Prints the error.
+// Compares one output with its golden tensor (same element count; ours is
+// viewed in the golden's shape). Prints the error.
 void compare(const std::string & what, const Tensor & ours, const Tensor & golden) {
     if (ours.numel() != golden.numel()) {
         throw test::Failure(what + ": " + shape_str(ours.shape()) + " vs golden " + shape_str(golden.shape()));
@@ -49,6 +48,8 @@ void compare(const std::string & what, const Tensor & ours, const Tensor & golde
     }
 }
 
+ModelWeights open_golden(const std::string & file) { return ModelWeights::open(test::golden_path(file)); }
+
 std::vector<GridCell> read_cells(const io::SafetensorsFile & io) {
     const Tensor loc = io.load("input.locations");
     EXPECT_TRUE(loc.dtype() == DType::I64 && loc.ndim() == 2 && loc.dim(1) == 3);
@@ -63,7 +64,7 @@ std::vector<GridCell> read_cells(const io::SafetensorsFile & io) {
 
 // Runs one DeepMask golden: patch mode and whole-image mode.
 void run_deepmask_golden(const std::string & name) {
-    const ModelWeights w = ModelWeights::open(test::golden_path(name + ".safetensors"));
+    const ModelWeights w = open_golden(name + ".safetensors");
     const io::SafetensorsFile io = io::SafetensorsFile::open(test::golden_path(name + "-io.safetensors"));
     const DeepMask dm = DeepMask::load(w);
 
@@ -83,7 +84,7 @@ void run_deepmask_golden(const std::string & name) {
 }
 
 void run_sharpmask_golden(const std::string & name) {
-    const ModelWeights w = ModelWeights::open(test::golden_path(name + ".safetensors"));
+    const ModelWeights w = open_golden(name + ".safetensors");
     const io::SafetensorsFile io = io::SafetensorsFile::open(test::golden_path(name + "-io.safetensors"));
     const SharpMask sm = SharpMask::load(w);
 
@@ -144,7 +145,8 @@ void write_safetensors(const std::string & path, const std::vector<NamedTensor> 
     std::string data;
     for (const NamedTensor & t : tensors) {
         if (header.size() > 1) header += ",";
-        header += "\"" + t.name + "\":{\"dtype\":\"" + (t.tensor.dtype() == DType::I64 ? "I64" : "F32") + "\",\"shape\":[";
+        const char * dtype = t.tensor.dtype() == DType::I64 ? "I64" : "F32";
+        header += "\"" + t.name + "\":{\"dtype\":\"" + dtype + "\",\"shape\":[";
         for (int d = 0; d < t.tensor.ndim(); d++) header += (d ? "," : "") + std::to_string(t.tensor.dim(d));
         const size_t begin = data.size();
         data.append(static_cast<const char *>(t.tensor.raw()), t.tensor.nbytes());
@@ -199,7 +201,8 @@ void expect_weights_error(const std::function<void()> & fn, const std::vector<st
         fn();
     } catch (const Error & e) {
         if (e.code() != ErrorCode::Weights) {
-            throw test::Failure(std::string("expected ERR_WEIGHTS, got ") + error_code_name(e.code()) + ": " + e.what());
+            throw test::Failure(std::string("expected ERR_WEIGHTS, got ") + error_code_name(e.code()) + ": " +
+                                e.what());
         }
         for (const std::string & n : needles) {
             if (std::strstr(e.what(), n.c_str()) == nullptr) {
@@ -211,14 +214,15 @@ void expect_weights_error(const std::function<void()> & fn, const std::vector<st
     throw test::Failure("no error (expected one mentioning \"" + needles.front() + "\")");
 }
 
-int64_t count(const std::vector<TensorSpec> & specs, const std::function<bool(const std::string &)> & pick) {
+int64_t count(const std::vector<WeightSpec> & specs, const std::function<bool(const std::string &)> & pick) {
     int64_t n = 0;
-    for (const TensorSpec & s : specs) {
+    for (const WeightSpec & s : specs) {
         if (pick(s.name)) n += shape_numel(s.shape);
     }
     return n;
 }
 
+bool all(const std::string &) { return true; }
 bool starts(const std::string & s, const char * prefix) { return s.compare(0, std::strlen(prefix), prefix) == 0; }
 bool contains(const std::string & s, const char * part) { return s.find(part) != std::string::npos; }
 
@@ -286,7 +290,8 @@ FOVEA_TEST(deepmask_json_dom_full_grammar) {
         {"\"\\x\"", "invalid escape"}, {"[true false]", "expected ','"},
     };
     for (const auto & b : bad) {
-        expect_weights_error([&] { JsonValue::parse(b.first, "doc", 100); }, {"doc: invalid JSON", b.second, "at byte 10"});
+        expect_weights_error([&] { JsonValue::parse(b.first, "doc", 100); },
+                             {"doc: invalid JSON", b.second, "at byte 10"});
     }
     // Depth and size limits.
     expect_weights_error([] { JsonValue::parse(std::string(40, '[') + std::string(40, ']'), "doc"); },
@@ -347,12 +352,14 @@ FOVEA_TEST(deepmask_config_accessors) {
     expect_weights_error([&] { c.number("nope"); }, {where + "\"nope\": missing"});
     expect_weights_error([&] { c.integer("nul"); }, {where + "\"nul\": missing"});
     expect_weights_error([&] { c.integer("n"); }, {"\"n\": expected an integer, found 2.5"});
+    expect_weights_error([&] { c.integer("s"); }, {"\"s\": expected an integer, found a string"});
     expect_weights_error([&] { c.string("i"); }, {"\"i\": expected a string, found a number"});
     expect_weights_error([&] { c.boolean("s"); }, {"expected a boolean, found a string"});
     expect_weights_error([&] { c.integers("ns"); }, {"\"ns\": element 1 is not an integer"});
     expect_weights_error([&] { c.strings("is"); }, {"element 0 is a number, not a string"});
     expect_weights_error([&] { c.numbers("o"); }, {"expected an array, found an object"});
-    expect_weights_error([&] { c.object("o").object("deep").integer("q"); }, {where + "\"o.deep.q\": expected an integer"});
+    expect_weights_error([&] { c.object("o").object("deep").integer("q"); },
+                         {where + "\"o.deep.q\": expected an integer"});
     expect_weights_error([&] { c.objects("os")[1].string("a"); }, {"\"os[1].a\""});
     expect_weights_error([&] { c.objects("ss"); }, {"element 0 is a string, not an object"});
     expect_weights_error([&] { c.fail("k", "bad value"); }, {where + "\"k\": bad value"});
@@ -383,21 +390,23 @@ FOVEA_TEST(deepmask_golden_vgga_d16) {
 
 FOVEA_TEST(deepmask_parameter_counts_of_released_configs) {
     const DeepMaskConfig r50 = DeepMaskConfig::from(released(kReleasedResNet50));
-    const std::vector<TensorSpec> dm = deepmask_tensor_specs(r50);
+    const std::vector<WeightSpec> dm = deepmask_tensor_specs(r50);
     auto trunk_conv = [](const std::string & n) {
         return starts(n, "trunk.") && !starts(n, "trunk.proj.") && !starts(n, "trunk.embed.") &&
                !contains(n, "post_affine");
     };
-    const int64_t resnet_weights = count(dm, [&](const std::string & n) { return trunk_conv(n) && contains(n, ".weight"); });
+    const int64_t resnet_weights =
+        count(dm, [&](const std::string & n) { return trunk_conv(n) && contains(n, ".weight"); });
     const int64_t resnet_all = count(dm, trunk_conv);
-    const int64_t extra = count(dm, [](const std::string & n) { return starts(n, "trunk.proj.") || starts(n, "trunk.embed."); });
+    const int64_t extra =
+        count(dm, [](const std::string & n) { return starts(n, "trunk.proj.") || starts(n, "trunk.embed."); });
     const int64_t mask = count(dm, [](const std::string & n) { return starts(n, "mask."); });
     const int64_t score = count(dm, [](const std::string & n) { return starts(n, "score."); });
     const int64_t fixed = count(dm, [](const std::string & n) { return contains(n, "post_affine"); });
-    std::printf("     resnet50 DeepMask: ResNet part %lld (bias-free) / %lld (with conv biases), extra %lld, trunk %lld,"
-                " mask %lld, score %lld, post_affine constants %lld, file total %lld\n",
+    std::printf("     resnet50 DeepMask: ResNet part %lld (bias-free) / %lld (with conv biases), extra %lld,"
+                " trunk %lld, mask %lld, score %lld, post_affine constants %lld, file total %lld\n",
                 (long long)resnet_weights, (long long)resnet_all, (long long)extra, (long long)(resnet_weights + extra),
-                (long long)mask, (long long)score, (long long)fixed, (long long)count(dm, [](const std::string &) { return true; }));
+                (long long)mask, (long long)score, (long long)fixed, (long long)count(dm, all));
     EXPECT_EQ(resnet_weights, int64_t(8512704));     // spec: 8.51M
     EXPECT_EQ(resnet_all, int64_t(8528000));         // spec: 8.53M with conv biases (the released file)
     EXPECT_EQ(extra, int64_t(6685312));              // spec: 6.69M
@@ -411,30 +420,31 @@ FOVEA_TEST(deepmask_parameter_counts_of_released_configs) {
     EXPECT_EQ(resnet_all + extra + mask + score + fixed, int64_t(17362753));
 
     const SharpMaskConfig s50 = SharpMaskConfig::from(released(sharpmask_json(kReleasedResNet50)));
-    const std::vector<TensorSpec> sm = sharpmask_tensor_specs(s50);
+    const std::vector<WeightSpec> sm = sharpmask_tensor_specs(s50);
     const int64_t refine = count(sm, [](const std::string & n) { return starts(n, "refine."); });
     const int64_t v0 = count(sm, [](const std::string & n) { return starts(n, "refine.v0."); });
     const int64_t final_conv = count(sm, [](const std::string & n) { return starts(n, "refine.final."); });
     std::printf("     resnet50 SharpMask: refinement %lld (v0 %lld, final %lld), file total %lld\n", (long long)refine,
-                (long long)v0, (long long)final_conv, (long long)count(sm, [](const std::string &) { return true; }));
+                (long long)v0, (long long)final_conv, (long long)count(sm, all));
     EXPECT_EQ(refine, int64_t(2750535));               // spec: 2.75M
     EXPECT_EQ(v0, int64_t(1641600));                   // spec: 1.64M in refs[0]
     EXPECT_EQ(refine - final_conv, int64_t(2750516));  // what SharpMask.lua prints
     EXPECT_EQ(sm.size(), size_t(160));
-    EXPECT_EQ(count(sm, [](const std::string &) { return true; }), int64_t(20113288));
+    EXPECT_EQ(count(sm, all), int64_t(20113288));
 
     // The lighter trunk (export.py --describe deepmask-resnet18 / sharpmask-resnet18).
-    const std::string r18 = replaced(replaced(kReleasedResNet50, "\"resnet50\"", "\"resnet18\""), "\"post_add\"", "\"standard\"");
-    const std::vector<TensorSpec> dm18 = deepmask_tensor_specs(DeepMaskConfig::from(released(r18)));
+    const std::string r18 =
+        replaced(replaced(kReleasedResNet50, "\"resnet50\"", "\"resnet18\""), "\"post_add\"", "\"standard\"");
+    const std::vector<WeightSpec> dm18 = deepmask_tensor_specs(DeepMaskConfig::from(released(r18)));
     EXPECT_EQ(dm18.size(), size_t(40));
-    EXPECT_EQ(count(dm18, [](const std::string &) { return true; }), int64_t(11502657));
-    const std::vector<TensorSpec> sm18 = sharpmask_tensor_specs(SharpMaskConfig::from(released(sharpmask_json(r18))));
+    EXPECT_EQ(count(dm18, all), int64_t(11502657));
+    const std::vector<WeightSpec> sm18 = sharpmask_tensor_specs(SharpMaskConfig::from(released(sharpmask_json(r18))));
     EXPECT_EQ(sm18.size(), size_t(84));
-    EXPECT_EQ(count(sm18, [](const std::string &) { return true; }), int64_t(13479048));
+    EXPECT_EQ(count(sm18, all), int64_t(13479048));
 
     // VGG-A (spec 1.2, the paper's "about 75M").
-    const std::vector<TensorSpec> vgg = deepmask_tensor_specs(DeepMaskConfig::from(released(kReleasedVggA)));
-    const int64_t vgg_total = count(vgg, [](const std::string &) { return true; });
+    const std::vector<WeightSpec> vgg = deepmask_tensor_specs(DeepMaskConfig::from(released(kReleasedVggA)));
+    const int64_t vgg_total = count(vgg, all);
     std::printf("     vgg_a DeepMask: %lld\n", (long long)vgg_total);
     EXPECT_EQ(vgg.size(), size_t(28));
     EXPECT_EQ(vgg_total, int64_t(75844545));
@@ -473,7 +483,8 @@ FOVEA_TEST(deepmask_bad_weights_are_rejected) {
     t = good.tensors;
     t.push_back({"trunk.layer4.0.conv1.weight", Tensor::zeros({2, 2})});
     write(t, good.config);
-    expect_weights_error(load, {"1 tensor(s) that the deepmask config does not describe", "\"trunk.layer4.0.conv1.weight\""});
+    expect_weights_error(load, {"1 tensor(s) that the deepmask config does not describe",
+                                "\"trunk.layer4.0.conv1.weight\""});
 
     // A non-float tensor.
     {
@@ -496,6 +507,14 @@ FOVEA_TEST(deepmask_bad_weights_are_rejected) {
         w.check_all_used();
     }
 
+    // Unreadable files.
+    expect_weights_error([] { ModelWeights::open("/nonexistent/m.safetensors"); },
+                         {"cannot open /nonexistent/m.safetensors"});
+    {
+        std::ofstream(tmp.path, std::ios::binary) << "abc";
+    }
+    expect_weights_error([&] { ModelWeights::open(tmp.path); }, {tmp.path, "too short"});
+
     // Config problems.
     const std::vector<NamedTensor> one = {{"a", Tensor::zeros({2})}};
     write(one, R"({"architecture":"deepmask_v9","format_version":1})");
@@ -511,7 +530,8 @@ FOVEA_TEST(deepmask_bad_weights_are_rejected) {
     write(one, R"({"architecture":"deepmask"})");
     expect_weights_error([&] { ModelWeights::open(tmp.path); }, {"key \"format_version\": missing"});
     write(one, R"({"architecture":7,"format_version":1})");
-    expect_weights_error([&] { ModelWeights::open(tmp.path); }, {"key \"architecture\": expected a string, found a number"});
+    expect_weights_error([&] { ModelWeights::open(tmp.path); },
+                         {"key \"architecture\": expected a string, found a number"});
     write(good.tensors, replaced(good.config, "\"trunk\":\"resnet18\"", "\"trunk\":\"resnet101\""));
     expect_weights_error(load, {"key \"trunk\": unknown trunk \"resnet101\""});
     write(good.tensors, replaced(good.config, "\"trunk\":\"resnet18\"", "\"trunk\":18"));
@@ -527,9 +547,9 @@ FOVEA_TEST(deepmask_bad_weights_are_rejected) {
     expect_weights_error(load, {"tensor \"trunk.conv1.weight\" has shape [4, 3, 7, 7], the config gives [8, 3, 7, 7]"});
 
     // Models of another architecture.
-    expect_weights_error([] { DeepMask::load(ModelWeights::open(test::golden_path("multipathnet-resnet18-d16.safetensors"))); },
+    expect_weights_error([] { DeepMask::load(open_golden("multipathnet-resnet18-d16.safetensors")); },
                          {"architecture \"multipathnet\" is not a DeepMask"});
-    expect_weights_error([] { SharpMask::load(ModelWeights::open(test::golden_path("deepmask-resnet18-d16.safetensors"))); },
+    expect_weights_error([] { SharpMask::load(open_golden("deepmask-resnet18-d16.safetensors")); },
                          {"architecture \"deepmask\" is not a SharpMask"});
     // A SharpMask file with a refinement tensor gone still runs as its DeepMask, not as a SharpMask.
     const Contents sharp = read_contents("sharpmask-resnet18-d16.safetensors");
@@ -537,14 +557,15 @@ FOVEA_TEST(deepmask_bad_weights_are_rejected) {
     t.pop_back();
     write(t, sharp.config);
     DeepMask::load(ModelWeights::open(tmp.path));
-    expect_weights_error([&] { SharpMask::load(ModelWeights::open(tmp.path)); }, {"missing tensor \"refine.final.bias\""});
+    expect_weights_error([&] { SharpMask::load(ModelWeights::open(tmp.path)); },
+                         {"missing tensor \"refine.final.bias\""});
     write(sharp.tensors, replaced(sharp.config, "\"skip_crops\":[0,2,4,8]", "\"skip_crops\":[0,2,4,7]"));
     expect_weights_error([&] { SharpMask::load(ModelWeights::open(tmp.path)); },
                          {"key \"skip_crops\": crop 7 of conv1 (side 96) does not give 80"});
 }
 
 FOVEA_TEST(deepmask_bad_inputs_are_rejected) {
-    const ModelWeights w = ModelWeights::open(test::golden_path("sharpmask-resnet18-d16.safetensors"));
+    const ModelWeights w = open_golden("sharpmask-resnet18-d16.safetensors");
     const SharpMask sm = SharpMask::load(w);
     const DeepMask & dm = sm.deepmask();
     EXPECT_THROWS_CODE(dm.forward_patch(Tensor::zeros({1, 3, 160, 160})), ErrorCode::Input);
