@@ -2,6 +2,7 @@
 import { Command } from 'commander';
 import { FoveaError } from './errors';
 import { formatInfo, info, version } from './info';
+import { inspectModel } from './model';
 
 function fail(err: unknown): never {
   if (err instanceof FoveaError) {
@@ -19,9 +20,19 @@ program
   .command('info')
   .description('print the version, backends compiled in, CPU features used and CUDA devices found (or why none)')
   .option('--json', 'print JSON')
-  .action((opts: { json?: boolean }) => {
+  .option('--model <file>', 'also load this weights file with the native loaders and describe it')
+  .action(async (opts: { json?: boolean; model?: string }) => {
     const i = info();
-    process.stdout.write(opts.json ? `${JSON.stringify(i, null, 2)}\n` : `${formatInfo(i)}\n`);
+    const model = opts.model ? await inspectModel(opts.model) : undefined;
+    if (opts.json) {
+      process.stdout.write(`${JSON.stringify(model ? { ...i, model } : i, null, 2)}\n`);
+      return;
+    }
+    process.stdout.write(`${formatInfo(i)}\n`);
+    if (model) {
+      const trunk = model.trunk ? ` (${model.trunk})` : '';
+      process.stdout.write(`model:        ${model.architecture}${trunk}, ${model.parameters} values in ${model.tensors} tensors\n`);
+    }
   });
 
 program.parseAsync(process.argv).catch(fail);

@@ -37,8 +37,16 @@ export interface NativeTensor {
   shape: number[];
 }
 
+export interface NativeModelSummary {
+  architecture: string;
+  trunk: string;
+  parameters: number;
+  tensors: number;
+}
+
 export interface NativeBinding {
   info(): NativeInfo;
+  inspectModel(path: string): Promise<NativeModelSummary>;
   runOp(name: string, inputs: Array<NativeTensor | null>, attrs: Record<string, unknown>): Promise<unknown>;
 }
 

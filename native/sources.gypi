@@ -38,6 +38,7 @@
     'fovea_addon_sources': [
       'native/addon/addon.cc',
       'native/addon/info.cc',
+      'native/addon/model_binding.cc',
       'native/addon/ops_binding.cc',
     ],
     'fovea_test_sources': [

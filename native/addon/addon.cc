@@ -21,6 +21,7 @@ Napi::Error make_error(Napi::Env env, const std::exception & e) {
 static Napi::Object init(Napi::Env env, Napi::Object exports) {
     fovea::addon::init_info(env, exports);
     fovea::addon::init_ops(env, exports);
+    fovea::addon::init_models(env, exports);
     return exports;
 }
 
