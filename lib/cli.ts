@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 import { Command } from 'commander';
+import { convertFile } from './convert';
 import { FoveaError } from './errors';
 import { formatInfo, info, version } from './info';
 import { inspectModel } from './model';
@@ -33,6 +34,17 @@ program
       const trunk = model.trunk ? ` (${model.trunk})` : '';
       process.stdout.write(`model:        ${model.architecture}${trunk}, ${model.parameters} values in ${model.tensors} tensors\n`);
     }
+  });
+
+program
+  .command('convert <model.t7> <out.safetensors>')
+  .description('convert an official DeepMask/SharpMask Torch7 checkpoint to a fovea safetensors file')
+  .option('--dtype <dtype>', 'stored dtype: f32, f16 or bf16', 'f32')
+  .action((input: string, output: string, opts: { dtype: string }) => {
+    const dtype = ({ f32: 'F32', f16: 'F16', bf16: 'BF16' } as const)[opts.dtype as 'f32' | 'f16' | 'bf16'];
+    if (dtype === undefined) throw new FoveaError('ERR_OPTIONS', `--dtype must be f32, f16 or bf16, got ${opts.dtype}`);
+    const { tensors, config } = convertFile(input, output, { dtype });
+    process.stdout.write(`${output}: ${String(config['architecture'])}, ${tensors.size} tensors (${opts.dtype})\n`);
   });
 
 program.parseAsync(process.argv).catch(fail);

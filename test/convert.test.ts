@@ -1,0 +1,286 @@
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { convertFile, convertT7 } from '../lib/convert';
+import { inspectModel } from '../lib/model';
+import { FoveaError } from '../lib/errors';
+import { CONFIG_METADATA_KEY, readSafetensors } from '../lib/safetensors';
+import { itShared } from './shared-fixtures';
+import { W7Tensor, W7Torch, writeT7, type W7Value } from './t7-writer';
+
+// Deterministic pseudo-random numbers (the tests must not depend on Math.random).
+let seed = 1;
+function rand(): number {
+  seed = (seed * 1103515245 + 12345) % 2 ** 31;
+  return seed / 2 ** 31;
+}
+function randn(n: number, scale = 0.5): Float32Array {
+  return Float32Array.from({ length: n }, () => (rand() - 0.5) * 2 * scale);
+}
+const numel = (s: readonly number[]): number => s.reduce((a, b) => a * b, 1);
+
+const mod = (typename: string, fields: Record<string, W7Value> = {}): W7Torch => new W7Torch(typename, fields);
+const seq = (...modules: W7Torch[]): W7Torch => mod('nn.Sequential', { modules });
+const t = (shape: number[], data = randn(numel(shape))): W7Tensor => W7Tensor.of(shape, data, 'torch.CudaTensor');
+
+function conv(cout: number, cin: number, k: number, bias = true): W7Torch {
+  return mod('cudnn.SpatialConvolution', {
+    nInputPlane: cin,
+    nOutputPlane: cout,
+    kW: k,
+    kH: k,
+    weight: t([cout, cin, k, k]),
+    bias: bias ? t([cout]) : null,
+    gradWeight: t([cout, cin, k, k]),
+  });
+}
+function bn(c: number): W7Torch {
+  return mod('nn.SpatialBatchNormalization', {
+    running_mean: t([c]),
+    running_var: t([c], Float32Array.from(randn(c), (x) => 0.5 + Math.abs(x))),
+    weight: t([c]),
+    bias: t([c]),
+    eps: 1e-5,
+  });
+}
+// inn.ConstAffine, the BN-turned-fixed module of the current modelUtils.lua.
+const affine = (c: number): W7Torch => mod('inn.ConstAffine', { a: t([c]), b: t([c]) });
+const relu = (): W7Torch => mod('cudnn.ReLU');
+const symPad = (p: number): W7Torch => mod('nn.SpatialSymmetricPadding', { pad_l: p, pad_r: p, pad_t: p, pad_b: p });
+const linear = (out: number, cin: number): W7Torch => mod('nn.Linear', { weight: t([out, cin]), bias: t([out]) });
+
+/** Released post_add bottleneck (spec §1.1): affine after the sum, bare projection conv. */
+function bottleneck(cin: number, w: number, first: boolean): W7Torch {
+  const main = seq(conv(w, cin, 1, false), affine(w), relu(), symPad(1), conv(w, w, 3, false), bn(w), relu(), conv(4 * w, w, 1, false));
+  const shortcut = first ? conv(4 * w, cin, 1, false) : mod('nn.Identity');
+  return seq(mod('nn.ConcatTable', { modules: [main, shortcut] }), mod('nn.CAddTable'), affine(4 * w), relu());
+}
+
+/** DeepMask ResNet-50 trunk of §1.1 (12 modules) at base width w. */
+function trunk(w: number, P: number, D: number): W7Torch {
+  let cin = w;
+  const layers = [3, 4, 6].map((n, l) => {
+    const wl = w * 2 ** l;
+    const blocks = Array.from({ length: n }, (_, j) => bottleneck(j === 0 ? cin : 4 * wl, wl, j === 0));
+    cin = 4 * wl;
+    return seq(...blocks);
+  });
+  return seq(
+    seq(symPad(3), conv(w, 3, 7)),
+    bn(w),
+    relu(),
+    mod('nn.SpatialMaxPooling', { kW: 3, kH: 3, dW: 2, dH: 2 }),
+    ...layers,
+    mod('nn.SpatialZeroPadding', { pad_l: -1, pad_r: -1, pad_t: -1, pad_b: -1 }),
+    conv(P, cin, 1),
+    relu(),
+    mod('nn.View'),
+    linear(D, P * 100),
+  );
+}
+
+// Reduced widths of the d16 goldens (NAMING.md, `export.py tests/fixtures/golden/deepmask-resnet50-d16.safetensors`).
+const W = 4;
+const P = 8;
+const D = 16;
+const H = 64;
+const TRAIN_CONFIG = { iSz: 160, oSz: 56, gSz: 112, km: 32, ks: 32, batch: 32 };
+
+function deepmask(): { tree: W7Value; trunk: W7Torch } {
+  const tr = trunk(W, P, D);
+  const model = mod('nn.DeepMask', {
+    trunk: tr,
+    maskBranch: seq(seq(linear(56 * 56, D)), seq(mod('nn.Copy'), mod('nn.View'), mod('nn.SpatialReSamplingEx'))),
+    scoreBranch: seq(mod('nn.Dropout'), linear(H, D), mod('nn.Threshold'), mod('nn.Dropout'), linear(1, H)),
+    fSz: 10,
+  });
+  return { tree: { config: TRAIN_CONFIG, model }, trunk: tr };
+}
+
+function sharpmask(): W7Value {
+  const { tree } = deepmask();
+  const dm = (tree as { model: W7Torch }).model.fields as Record<string, W7Value>;
+  const km = 32;
+  const nhu2 = [64, 64, 64, 32];
+  const taps = [16 * W, 8 * W, 4 * W, W];
+  const neths: W7Torch[] = [];
+  const netvs = new Map<W7Value, W7Value>([[0, seq(linear(km * 100, D), mod('nn.View'))]]);
+  const refs = new Map<W7Value, W7Value>([[0, netvs.get(0)!]]);
+  for (let i = 1; i <= 4; i++) {
+    const k = km / 2 ** (i - 1);
+    const crop = mod('nn.SpatialZeroPadding', { pad_l: -2 });
+    const h = seq(crop, symPad(1), conv(nhu2[i - 1]!, taps[i - 1]!, 3), relu(), symPad(1), conv(k, nhu2[i - 1]!, 3), relu(), symPad(1), conv(k / 2, k, 3));
+    const v = seq(symPad(1), conv(k, k, 3), relu(), symPad(1), conv(k / 2, k, 3));
+    neths.push(h);
+    netvs.set(i, v);
+    const tail = i === 4 ? [symPad(1), conv(1, 2, 3), mod('nn.View')] : [];
+    refs.set(i, seq(mod('nn.ParallelTable', { modules: [h, v] }), mod('nn.CAddTable'), relu(), mod('nn.SpatialUpSamplingNearest'), ...tail));
+  }
+  const model = mod('nn.SharpMask', {
+    trunk: dm['trunk']!,
+    scoreBranch: dm['scoreBranch']!,
+    maskBranchDM: dm['maskBranch']!,
+    refs,
+    neths,
+    netvs,
+    fSz: 10,
+    km,
+    ks: km,
+  });
+  return { config: TRAIN_CONFIG, model };
+}
+
+/** Name → shape for the d16 configs, as printed by `python3 tools/reference/export.py --describe`. */
+function contractShapes(sharp: boolean): Map<string, number[]> {
+  const file = path.join(__dirname, 'fixtures', 'golden', `${sharp ? 'sharpmask' : 'deepmask'}-resnet50-d16.safetensors`);
+  const st = readSafetensors(fs.readFileSync(file));
+  return new Map([...st.tensors].map(([k, v]) => [k, [...v.shape]]));
+}
+
+function expectWeightsError(fn: () => unknown, pattern: RegExp): void {
+  let err: unknown;
+  try {
+    fn();
+  } catch (e) {
+    err = e;
+  }
+  expect(err).toBeInstanceOf(FoveaError);
+  expect((err as FoveaError).code).toBe('ERR_WEIGHTS');
+  expect((err as FoveaError).message).toMatch(pattern);
+}
+
+describe('convert: truncated real checkpoint', () => {
+  itShared('fails with ERR_WEIGHTS naming where the file ends', 't7/deepmask-truncated/model.t7', (file) => {
+    const size = fs.statSync(file).size;
+    expectWeightsError(() => convertT7(file), new RegExp(`file ends at byte ${size}\\b.*torch\\.CudaStorage declares 526337 elements.*at byte 1300`));
+  });
+});
+
+describe('convert: synthetic checkpoints (d16 widths, released structure)', () => {
+  it('DeepMask: every name and shape matches the contract, and the config is filled in', () => {
+    const { tensors, config } = convertT7(writeT7(deepmask().tree));
+    const want = contractShapes(false);
+    expect(new Map([...tensors].map(([k, v]) => [k, [...v.shape]]))).toEqual(want);
+    expect(config).toMatchObject({ architecture: 'deepmask', base_width: W, embed_dim: D, oSz: 56, iSz: 160, width_div: 16 });
+  });
+
+  it('SharpMask: every name and shape matches the contract', () => {
+    const { tensors, config } = convertT7(writeT7(sharpmask()));
+    expect(new Map([...tensors].map(([k, v]) => [k, [...v.shape]]))).toEqual(contractShapes(true));
+    expect(config).toMatchObject({ architecture: 'sharpmask', km: 32, ks: 32 });
+  });
+
+  it('folds BN into conv1 exactly: folded conv == BN(conv(x))', () => {
+    const { tree, trunk: tr } = deepmask();
+    const { tensors } = convertT7(writeT7(tree));
+    const mods = (tr.fields as { modules: W7Torch[] }).modules;
+    const c = ((mods[0]!.fields as { modules: W7Torch[] }).modules[1]!.fields) as Record<string, W7Tensor>;
+    const b = mods[1]!.fields as Record<string, W7Tensor | number>;
+    const x = randn(3 * 7 * 7);
+    const dot = (w: Float32Array, o: number): number => x.reduce((s, xi, i) => s + xi * w[o * x.length + i]!, 0);
+    for (let o = 0; o < W; o++) {
+      const y = dot(c['weight']!.storage.data, o) + c['bias']!.storage.data[o]!;
+      const get = (k: string): number => (b[k] as W7Tensor).storage.data[o]!;
+      const ref = ((y - get('running_mean')) / Math.sqrt(get('running_var') + 1e-5)) * get('weight') + get('bias');
+      const folded = dot(tensors.get('trunk.conv1.weight')!.data, o) + tensors.get('trunk.conv1.bias')!.data[o]!;
+      expect(folded).toBeCloseTo(ref, 5);
+    }
+  });
+
+  it('post-add affine: folded into conv3 and the projection (shift once), kept on identity blocks', () => {
+    const { tree, trunk: tr } = deepmask();
+    const { tensors } = convertT7(writeT7(tree));
+    const block = (tr.fields as { modules: W7Torch[] }).modules[4]!.fields as { modules: W7Torch[] };
+    const b0 = block.modules[0]!.fields as { modules: W7Torch[] };
+    const post = b0.modules[2]!.fields as Record<string, W7Tensor>;
+    const [main, proj] = (b0.modules[0]!.fields as { modules: W7Torch[] }).modules;
+    const conv3 = ((main!.fields as { modules: W7Torch[] }).modules[7]!.fields as Record<string, W7Tensor>)['weight']!;
+    const projW = (proj!.fields as Record<string, W7Tensor>)['weight']!;
+    const a = post['a']!.storage.data;
+    const shift = post['b']!.storage.data;
+    const per = 4; // conv3 is [16, 4, 1, 1], the projection [16, 4, 1, 1]
+    for (let o = 0; o < 4 * W; o++) {
+      expect(tensors.get('trunk.layer1.0.conv3.weight')!.data[o * per]).toBeCloseTo(a[o]! * conv3.storage.data[o * per]!, 6);
+      expect(tensors.get('trunk.layer1.0.downsample.weight')!.data[o * per]).toBeCloseTo(a[o]! * projW.storage.data[o * per]!, 6);
+      // No checkpoint bias: the shift goes once, on the main path.
+      expect(tensors.get('trunk.layer1.0.conv3.bias')!.data[o]).toBeCloseTo(shift[o]!, 6);
+      expect(tensors.get('trunk.layer1.0.downsample.bias')!.data[o]).toBe(0);
+    }
+    const b1 = (block.modules[1]!.fields as { modules: W7Torch[] }).modules[2]!.fields as Record<string, W7Tensor>;
+    expect([...tensors.get('trunk.layer1.1.post_affine.scale')!.data]).toEqual([...b1['a']!.storage.data]);
+  });
+
+  it('convertFile writes a safetensors file with the config in its metadata (f16 too)', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fovea-convert-'));
+    const input = path.join(dir, 'model.t7');
+    fs.writeFileSync(input, writeT7(deepmask().tree));
+    for (const dtype of ['F32', 'F16'] as const) {
+      const out = path.join(dir, `out-${dtype}.safetensors`);
+      convertFile(input, out, { dtype });
+      const st = readSafetensors(fs.readFileSync(out));
+      expect(st.tensors.get('trunk.embed.weight')!.shape).toEqual([D, P, 10, 10]);
+      expect(st.tensors.get('trunk.embed.weight')!.dtype).toBe(dtype);
+      expect(JSON.parse(st.metadata[CONFIG_METADATA_KEY]!)).toMatchObject({ architecture: 'deepmask', format_version: 1 });
+    }
+    fs.rmSync(dir, { recursive: true });
+  });
+});
+
+describe('convert: the native loaders accept what it writes', () => {
+  it.each([
+    ['deepmask', () => deepmask().tree],
+    ['sharpmask', () => sharpmask()],
+  ])('%s: converted file loads and validates in the C++ model', async (arch, tree) => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fovea-convert-'));
+    try {
+      const input = path.join(dir, 'model.t7');
+      const out = path.join(dir, 'model.safetensors');
+      fs.writeFileSync(input, writeT7(tree()));
+      convertFile(input, out, { dtype: 'F32' });
+      const summary = await inspectModel(out);
+      expect(summary.architecture).toBe(arch);
+      expect(summary.trunk).toBe('resnet50');
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('convert: hostile and mismatched trees', () => {
+  it('a wrong weight shape names the module path', () => {
+    const { tree, trunk: tr } = deepmask();
+    (tr.fields as { modules: W7Torch[] }).modules[0] = seq(symPad(3), conv(W, 3, 5));
+    expectWeightsError(() => convertT7(writeT7(tree)), /^convert: trunk\[1\]\[2\]: trunk\.conv1\.weight has shape \[4, 3, 5, 5\], the contract wants \[4, 3, 7, 7\]$/);
+  });
+
+  it('a conv whose input channels do not chain names the block', () => {
+    const { tree, trunk: tr } = deepmask();
+    const layer2 = (tr.fields as { modules: W7Torch[] }).modules[5]!.fields as { modules: W7Torch[] };
+    layer2.modules[1] = bottleneck(4 * 8 * W, 8 * W, false);
+    expectWeightsError(() => convertT7(writeT7(tree)), /trunk\[6\]\[2\]\[1\]\[1\]\[1\]: trunk\.layer2\.1\.conv1\.weight has shape/);
+  });
+
+  it('a missing module names its path', () => {
+    const { tree, trunk: tr } = deepmask();
+    (tr.fields as { modules: W7Torch[] }).modules.length = 10;
+    expectWeightsError(() => convertT7(writeT7(tree)), /trunk\[12\]: missing module/);
+  });
+
+  it('an affine with the wrong channel count names the affine', () => {
+    const { tree, trunk: tr } = deepmask();
+    (tr.fields as { modules: W7Torch[] }).modules[1] = bn(W + 1);
+    expectWeightsError(() => convertT7(writeT7(tree)), /trunk\[2\]: affine of 5 channels after trunk\[1\]\[2\]/);
+  });
+
+  it('an unknown top-level layout or model class is refused', () => {
+    expectWeightsError(() => convertT7(writeT7({ weights: [1, 2] })), /unknown top-level layout/);
+    expectWeightsError(() => convertT7(writeT7({ model: mod('nn.Sequential', { modules: [] }) })), /unknown model class nn\.Sequential/);
+  });
+
+  it('an unexpected module with parameters inside a block is refused', () => {
+    const { tree, trunk: tr } = deepmask();
+    (tr.fields as { modules: W7Torch[] }).modules[0] = seq(symPad(3), conv(W, 3, 7), mod('nn.SpatialFullConvolution'));
+    expectWeightsError(() => convertT7(writeT7(tree)), /trunk\[1\]\[3\]: unexpected module nn\.SpatialFullConvolution/);
+  });
+});
