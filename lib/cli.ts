@@ -38,7 +38,7 @@ program
 
 program
   .command('convert <model.t7> <out.safetensors>')
-  .description('convert an official DeepMask/SharpMask Torch7 checkpoint to a fovea safetensors file')
+  .description('convert an official DeepMask, SharpMask or MultiPathNet (ResNet-18 integral) Torch7 checkpoint to a fovea safetensors file')
   .option('--dtype <dtype>', 'stored dtype: f32, f16 or bf16', 'f32')
   .action((input: string, output: string, opts: { dtype: string }) => {
     const dtype = ({ f32: 'F32', f16: 'F16', bf16: 'BF16' } as const)[opts.dtype as 'f32' | 'f16' | 'bf16'];

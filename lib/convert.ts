@@ -13,7 +13,10 @@
  * config found (expectedShapes()); any difference is an ERR_WEIGHTS naming
  * the Torch module path.
  *
- * Not handled (ERR_WEIGHTS "unknown layout"): MultiPathNet checkpoints,
+ * MultiPathNet (facebookresearch/multipathnet `resnet18_integral_coco.t7`, the
+ * only released COCO model): see "MultiPathNet" below (multipathnet spec §1.2, §7.3).
+ *
+ * Not handled (ERR_WEIGHTS "unknown layout"): MultiPath VGG-16 checkpoints,
  * VGG-A DeepMask trunks, ResNet-18 DeepMask trunks.
  */
 import * as fs from 'node:fs';
@@ -226,8 +229,9 @@ function emitLayer(emit: Emit, name: string, layer: Layer, shape: number[] = lay
 /**
  * A ResNet block: Sequential{ ConcatTable{main, shortcut}, CAddTable, [affine], ReLU }.
  * The shortcut is nn.Identity, a bare conv, or Sequential{conv, affine}.
+ * `nConvs` convs on the main path: 3 (bottleneck), 2 (basic block, ResNet-18).
  */
-function emitBlock(emit: Emit, name: string, block: T7Object, path: string): void {
+function emitBlock(emit: Emit, name: string, block: T7Object, path: string, nConvs = 3): void {
   const mods = children(block, path);
   const concat = mods[0];
   if (concat?.typename !== 'nn.ConcatTable' || mods[1]?.typename !== 'nn.CAddTable') {
@@ -235,7 +239,7 @@ function emitBlock(emit: Emit, name: string, block: T7Object, path: string): voi
   }
   const [main, shortcut] = children(concat, `${path}[1]`);
   if (main === undefined || shortcut === undefined) throw weightsError(`${path}[1]`, 'ConcatTable without two branches');
-  const convs = chainOf(main, `${path}[1][1]`, 3);
+  const convs = chainOf(main, `${path}[1][1]`, nConvs);
   const proj = shortcut.typename === 'nn.Identity' ? undefined : chainOf(shortcut, `${path}[1][2]`, 1)[0];
   let post: Affine | undefined;
   for (let i = 2; i < mods.length; i++) {
@@ -268,7 +272,13 @@ type RowKind =
   /** SharpMask horizontal/vertical net: convs named conv_a, conv_b, conv_c. */
   | 'refineNet'
   /** The last module of refs[4] that has weights: the final 2→1 conv. */
-  | 'lastConv';
+  | 'lastConv'
+  /** A Sequential of ResNet basic blocks (two 3×3 convs each; MultiPathNet ResNet-18). */
+  | 'basicLayer'
+  /** An nn.ConcatTable of Linears, named `<name>.{k}` (k from 0): the integral classifiers. */
+  | 'linearList'
+  /** nn.BBoxNorm: its `mean` and `std` (1×4) as `<name>.mean`, `<name>.std` ([4]). */
+  | 'bboxNorm';
 
 interface Row {
   readonly path: string;
@@ -300,6 +310,22 @@ function emitRow(emit: Emit, root: T7Object, row: Row, cfg: Record<string, numbe
       return children(m, row.path).forEach((b, j) => emitBlock(emit, `${row.name}.${j}`, b, `${row.path}[${j + 1}]`));
     case 'refineNet':
       return chain(m, row.path).forEach((l, i) => emitLayer(emit, `${row.name}.conv_${'abc'[i] ?? i}`, l));
+    case 'basicLayer':
+      return children(m, row.path).forEach((b, j) => emitBlock(emit, `${row.name}.${j}`, b, `${row.path}[${j + 1}]`, 2));
+    case 'linearList': {
+      if (m.typename !== 'nn.ConcatTable') throw weightsError(row.path, `expected the nn.ConcatTable of integral classifiers, found ${m.typename}`);
+      const heads = children(m, row.path);
+      const n = RELEASED_MULTIPATHNET.integral_heads;
+      if (heads.length !== n) throw weightsError(row.path, `expected ${n} integral classifier Linears, found ${heads.length}`);
+      return heads.forEach((h, k) => emitLayer(emit, `${row.name}.${k}`, chainOf(h, `${row.path}[${k + 1}]`, 1)[0]!));
+    }
+    case 'bboxNorm':
+      for (const key of ['mean', 'std']) {
+        const v = tensor(m, key, row.path).toFloat32();
+        if (v.length !== 4) throw weightsError(row.path, `nn.BBoxNorm.${key} has ${v.length} elements, expected 4`);
+        emit(`${row.name}.${key}`, { shape: [4], data: v }, row.path);
+      }
+      return;
     case 'lastConv': {
       const mods = children(m, row.path);
       let at = mods.length - 1;
@@ -433,6 +459,290 @@ function numbers(v: T7Value | undefined, keys: readonly string[]): Record<string
 }
 
 // ---------------------------------------------------------------------------
+// MultiPathNet, variant resnet18_integral (multipathnet spec §1.2, §3, §7.3;
+// NAMING.md §MultiPathNet)
+//
+// Provenance of the layout below. No real `resnet18_integral_coco.t7` is
+// available to us: the module tree is the one the spec (§7.3) derives from
+// multipathnet models/resnet.lua, models/model_utils.lua (makeDataParallel,
+// disableFeatureBackprop, classAndBBoxLinear, integral, addBBoxNorm),
+// modules/NoBackprop.lua, modules/BBoxNorm.lua and imagine-nn utils
+// (foldBatchNorm removes the BN it folds; BNtoFixed puts inn.ConstAffine
+// {a, b} in place of every other BN), all of which we read, and it is tested
+// only on synthetic trees built to that description. From the spec only
+// (no checkpoint seen): that the file holds the bare nn.Sequential (a
+// {model = …} table is accepted too); the optional single-child Sequential
+// around `features` / `classifier` (train_nGPU = 1); the `v2` field of
+// inn.ROIPooling (absent → v1 kernel); nn.BBoxNorm mean/std stored as 1×4
+// tensors; convs with or without bias. The walk is therefore tolerant where
+// the spec is unsure: Sequential and nn.NoBackprop wrappers (v2 `modules[1]`
+// or v1 `.inner`) are looked through, a BatchNorm left after conv1 or in
+// any block is folded like a ConstAffine, and positions are found by module
+// class (inn.ROIPooling, the residual layers, nn.BBoxNorm) rather than fixed
+// indices. Paths in errors are relative to the top-level nn.Sequential
+// (`[1][1]` = features).
+//
+//   [1] nn.ParallelTable{ features, nn.Identity }
+//       features = Sequential{ NoBackprop{ Sequential[conv1, ReLU, MaxPool, layer1] }, layer2, layer3 }
+//   [2] inn.ROIPooling(14, 14, 1/16)
+//   [3] classifier = Sequential{ layer4, SpatialAveragePooling(7, 7, 1, 1), View(512) }
+//   [4] nn.ConcatTable{ nn.ConcatTable{ 6 × Linear(512 → 81) }, Linear(512 → 324) }
+//   [5] nn.ModeSwitch (softmax averaging; no parameters)
+//   [6] nn.ParallelTable{ nn.Identity, nn.BBoxNorm{ mean, std } }
+
+const MPN_GLUE = new Set([...GLUE, 'cudnn.SpatialAveragePooling', 'nn.SpatialAveragePooling']);
+
+// prettier-ignore
+const COCO_CLASS_NAMES = [
+  'person', 'bicycle', 'car', 'motorcycle', 'airplane', 'bus', 'train', 'truck', 'boat', 'traffic light',
+  'fire hydrant', 'stop sign', 'parking meter', 'bench', 'bird', 'cat', 'dog', 'horse', 'sheep', 'cow', 'elephant',
+  'bear', 'zebra', 'giraffe', 'backpack', 'umbrella', 'handbag', 'tie', 'suitcase', 'frisbee', 'skis', 'snowboard',
+  'sports ball', 'kite', 'baseball bat', 'baseball glove', 'skateboard', 'surfboard', 'tennis racket', 'bottle',
+  'wine glass', 'cup', 'fork', 'knife', 'spoon', 'bowl', 'banana', 'apple', 'sandwich', 'orange', 'broccoli',
+  'carrot', 'hot dog', 'pizza', 'donut', 'cake', 'chair', 'couch', 'potted plant', 'bed', 'dining table', 'toilet',
+  'tv', 'laptop', 'mouse', 'remote', 'keyboard', 'cell phone', 'microwave', 'oven', 'toaster', 'sink',
+  'refrigerator', 'book', 'clock', 'vase', 'scissors', 'teddy bear', 'hair drier', 'toothbrush',
+];
+// prettier-ignore
+const COCO_CATEGORY_IDS = [
+  1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 27, 28, 31, 32, 33, 34, 35,
+  36, 37, 38, 39, 40, 41, 42, 43, 44, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63, 64, 65,
+  67, 70, 72, 73, 74, 75, 76, 77, 78, 79, 80, 81, 82, 84, 85, 86, 87, 88, 89, 90,
+];
+
+/**
+ * Released settings not stored in the checkpoint (the model file holds the net only): the
+ * reference recipe tools/reference/multipathnet.py (class names and COCO ids = spec §7.4,
+ * input transform = models/model_utils.lua ImagenetTransformer, eval settings =
+ * scripts/eval_coco.sh). roi_pool*, bbox_norm_* and the widths are overwritten from the file.
+ */
+const RELEASED_MULTIPATHNET = {
+  variant: 'resnet18_integral',
+  trunk: 'resnet18',
+  block_layout: 'standard',
+  pad_mode: 'zero',
+  num_classes: 81,
+  class_names: ['__background__', ...COCO_CLASS_NAMES],
+  coco_category_ids: COCO_CATEGORY_IDS,
+  integral_heads: 6,
+  integral_thresholds: [0.5, 0.55, 0.6, 0.65, 0.7, 0.75],
+  roi_pool: [14, 14],
+  roi_pool_version: 2,
+  roi_scale: 1 / 16,
+  roi_coordinates: '0-based (Lua 1-based minus one), network-input pixels',
+  mean: [0.48462227599918, 0.45624044862054, 0.40588363755159],
+  std: [0.22889466674951, 0.22446679341259, 0.22495548344775],
+  input_transform: 'imagenet: RGB in [0,1], (x - mean) / std',
+  test_scale: 800,
+  test_max_size: 1000,
+  nms_threshold: 0.3,
+  max_detections: 100,
+};
+
+function isResBlock(m: T7Object): boolean {
+  const mods = m.get('modules');
+  return m.typename === 'nn.Sequential' && Array.isArray(mods) && isModule(mods[0]) && mods[0].typename === 'nn.ConcatTable';
+}
+
+/** A Sequential whose children are all residual blocks (fb.resnet.torch `layerN`). */
+function isResLayer(m: T7Object): boolean {
+  const mods = m.get('modules');
+  return m.typename === 'nn.Sequential' && Array.isArray(mods) && mods.length > 0 && mods.every((c) => isModule(c) && isResBlock(c));
+}
+
+interface Stage {
+  readonly m: T7Object;
+  readonly path: string;
+}
+
+/** The modules of `m` in forward order, looking through Sequentials (except residual layers) and NoBackprop. */
+function stages(m: T7Object, path: string, out: Stage[] = []): Stage[] {
+  if (m.typename === 'nn.NoBackprop') {
+    // Version 2 keeps the inner module in modules[1]; version 1 saved it as `.inner` (NoBackprop.lua __read).
+    if (Array.isArray(m.get('modules'))) children(m, path).forEach((c, i) => stages(c, `${path}[${i + 1}]`, out));
+    else if (isModule(m.get('inner'))) stages(m.get('inner') as T7Object, `${path}.inner`, out);
+    else throw weightsError(path, 'nn.NoBackprop without an inner module');
+  } else if (m.typename === 'nn.Sequential' && !isResLayer(m)) {
+    children(m, path).forEach((c, i) => stages(c, `${path}[${i + 1}]`, out));
+  } else {
+    out.push({ m, path });
+  }
+  return out;
+}
+
+function hasAffine(m: T7Object): boolean {
+  if (AFFINES.has(m.typename)) return true;
+  const mods = m.get('modules');
+  return Array.isArray(mods) && mods.some((c) => isModule(c) && hasAffine(c));
+}
+
+function firstConv(m: T7Object): T7Object | undefined {
+  if (CONVS.has(m.typename)) return m;
+  const mods = m.get('modules');
+  if (!Array.isArray(mods)) return undefined;
+  for (const c of mods) {
+    const f = isModule(c) ? firstConv(c) : undefined;
+    if (f !== undefined) return f;
+  }
+  return undefined;
+}
+
+interface MultiPathLayout {
+  readonly rows: Row[];
+  /** The inn.ROIPooling module. */
+  readonly roiPool: T7Object;
+  /** Facts of the checkpoint's form (informative config keys of the reference recipe). */
+  readonly form: { conv_bias: boolean; shortcut_affine: boolean; prefold_layer1: boolean };
+}
+
+/** Top-level Sequential with an inn.ROIPooling child: the ResNet-18 integral MultiPathNet. */
+function isMultiPathNet(model: T7Object): boolean {
+  const mods = model.get('modules');
+  return model.typename === 'nn.Sequential' && Array.isArray(mods) && mods.some((c) => isModule(c) && c.typename === 'inn.ROIPooling');
+}
+
+/** Finds the module paths of the released ResNet-18 integral tree and returns its table. */
+function layoutMultiPathNet(model: T7Object): MultiPathLayout {
+  const top = children(model, 'model');
+  const r = top.findIndex((c) => c.typename === 'inn.ROIPooling') + 1;
+  const at = (i: number): string => `[${i}]`;
+  const split = top[r - 2];
+  if (split?.typename !== 'nn.ParallelTable') {
+    throw weightsError(r > 1 ? at(r - 1) : at(r), `expected nn.ParallelTable{features, nn.Identity} before inn.ROIPooling, found ${split?.typename ?? 'nothing'}`);
+  }
+
+  // features: conv1 (+ its affine, if not folded at build time), glue, layer1..layer3.
+  const featuresPath = `${at(r - 1)}[1]`;
+  const feats = stages(resolve(model, featuresPath), featuresPath);
+  const rows: Row[] = [];
+  const layers: Stage[] = [];
+  let conv1 = -1;
+  feats.forEach((s, i) => {
+    if (isResLayer(s.m)) layers.push(s);
+    else if (CONVS.has(s.m.typename) && conv1 < 0 && layers.length === 0) conv1 = i;
+    else if (AFFINES.has(s.m.typename) && i === conv1 + 1 && conv1 >= 0) return;
+    else if (!MPN_GLUE.has(s.m.typename)) throw weightsError(s.path, `unexpected module ${s.m.typename} in the features`);
+  });
+  if (conv1 < 0) throw weightsError(featuresPath, 'no conv1 before layer1');
+  if (layers.length !== 3) throw weightsError(featuresPath, `expected 3 residual layers (layer1..layer3), found ${layers.length}`);
+  const c1 = feats[conv1]!;
+  const bn1 = feats[conv1 + 1];
+  const bn1Next = bn1 !== undefined && AFFINES.has(bn1.m.typename);
+  // convThenAffine folds the module at the next index: only when the affine is really the next sibling.
+  if (bn1Next && bn1.path !== c1.path.replace(/\[(\d+)\]$/, (_, i: string) => `[${Number(i) + 1}]`)) {
+    throw weightsError(bn1.path, `affine after conv1 ${c1.path} is not its next sibling`);
+  }
+  rows.push({ path: c1.path, name: 'trunk.conv1', kind: bn1Next ? 'convThenAffine' : 'layer' });
+  layers.forEach((s, l) => rows.push({ path: s.path, name: `trunk.layer${l + 1}`, kind: 'basicLayer' }));
+
+  // classifier: layer4, average pool, View.
+  const classifierPath = at(r + 1);
+  if (top[r] === undefined) throw weightsError(classifierPath, 'missing module (the classifier: layer4, average pool, View)');
+  const cls = stages(top[r]!, classifierPath);
+  const l4 = cls.filter((s) => isResLayer(s.m));
+  for (const s of cls) if (!isResLayer(s.m) && !MPN_GLUE.has(s.m.typename)) throw weightsError(s.path, `unexpected module ${s.m.typename} in the classifier`);
+  if (l4.length !== 1) throw weightsError(classifierPath, `expected 1 residual layer (layer4), found ${l4.length}`);
+  rows.push({ path: l4[0]!.path, name: 'tower.layer4', kind: 'basicLayer' });
+
+  // heads: ConcatTable{ ConcatTable{6 × Linear}, Linear } (utils.classAndBBoxLinear + utils.integral).
+  const headsPath = at(r + 2);
+  const heads = top[r + 1];
+  if (heads === undefined) throw weightsError(headsPath, 'missing module (the class and box heads)');
+  if (heads.typename !== 'nn.ConcatTable' && heads.typename !== 'nn.ParallelTable') {
+    throw weightsError(headsPath, `expected nn.ConcatTable{integral classifiers, box Linear}, found ${heads.typename}`);
+  }
+  rows.push({ path: `${headsPath}[1]`, name: 'cls', kind: 'linearList' });
+  rows.push({ path: `${headsPath}[2]`, name: 'bbox', kind: 'layer' });
+
+  // BBoxNorm: ParallelTable{Identity, BBoxNorm} after the heads (utils.addBBoxNorm).
+  let norm: string | undefined;
+  top.forEach((c, i) => {
+    if (i <= r + 1 || c.typename !== 'nn.ParallelTable' || norm !== undefined) return;
+    const j = children(c, at(i + 1)).findIndex((x) => x.typename === 'nn.BBoxNorm');
+    if (j >= 0) norm = `${at(i + 1)}[${j + 1}]`;
+  });
+  if (norm === undefined) {
+    throw weightsError(at(r + 3), 'no nn.BBoxNorm after the heads: the box deltas cannot be de-normalised (utils.addBBoxNorm)');
+  }
+  rows.push({ path: norm, name: 'bbox_norm', kind: 'bboxNorm' });
+
+  // Informative form facts (reference recipe keys); the exported tensors do not depend on them.
+  const early = feats.slice(0, feats.indexOf(layers[0]!) + 1);
+  const block0 = children(layers[1]!.m, layers[1]!.path)[0]!;
+  const shortcut = children(children(block0, `${layers[1]!.path}[1]`)[0]!, `${layers[1]!.path}[1][1]`)[1];
+  const conv = firstConv(layers[1]!.m);
+  return {
+    rows,
+    roiPool: top[r - 1]!,
+    form: {
+      conv_bias: conv !== undefined && conv.get('bias') instanceof T7Tensor,
+      shortcut_affine: shortcut !== undefined && hasAffine(shortcut),
+      prefold_layer1: !early.some((s) => hasAffine(s.m)),
+    },
+  };
+}
+
+/** NAMING.md §MultiPathNet resnet18_integral at base width w. */
+function expectedShapesMultiPathNet(w: number): Map<string, number[]> {
+  const t = new Map<string, number[]>();
+  const layer = (name: string, out: number, cin: number, k?: number): void => {
+    t.set(`${name}.weight`, k === undefined ? [out, cin] : [out, cin, k, k]);
+    t.set(`${name}.bias`, [out]);
+  };
+  layer('trunk.conv1', w, 3, 7);
+  let cin = w;
+  for (let l = 1; l <= 4; l++) {
+    const wl = w * 2 ** (l - 1);
+    for (let j = 0; j < 2; j++) {
+      const b = `${l === 4 ? 'tower.layer4' : `trunk.layer${l}`}.${j}`;
+      layer(`${b}.conv1`, wl, cin, 3);
+      layer(`${b}.conv2`, wl, wl, 3);
+      if (cin !== wl) layer(`${b}.downsample`, wl, cin, 1);
+      cin = wl;
+    }
+  }
+  const { num_classes: c, integral_heads: n } = RELEASED_MULTIPATHNET;
+  for (let k = 0; k < n; k++) layer(`cls.${k}`, c, cin);
+  layer('bbox', 4 * c, cin);
+  t.set('bbox_norm.mean', [4]);
+  t.set('bbox_norm.std', [4]);
+  return t;
+}
+
+function convertMultiPathNet(model: T7Object, source: string): ConvertResult {
+  const { rows, roiPool, form } = layoutMultiPathNet(model);
+  const tensors = new Map<string, Tensor>();
+  const sources = new Map<string, string>();
+  const emit: Emit = (name, t, path) => {
+    tensors.set(name, t);
+    sources.set(name, path);
+  };
+  for (const row of rows) emitRow(emit, model, row, {});
+  const w = tensors.get('trunk.conv1.bias')!.shape[0]!;
+  checkShapes(tensors, sources, expectedShapesMultiPathNet(w));
+  // inn.ROIPooling(W, H, spatial_scale); `v2` absent = a module saved before the v2 kernel (spec §4.3).
+  const roi = numbers(roiPool, ['W', 'H', 'spatial_scale']);
+  const v2 = roiPool.get('v2');
+  const config: Record<string, unknown> = {
+    ...RELEASED_MULTIPATHNET,
+    ...form,
+    architecture: 'multipathnet',
+    base_width: w,
+    feature_dim: 8 * w,
+    width_div: 64 / w,
+    roi_pool: [roi['H'] ?? RELEASED_MULTIPATHNET.roi_pool[0], roi['W'] ?? RELEASED_MULTIPATHNET.roi_pool[1]],
+    roi_scale: roi['spatial_scale'] ?? RELEASED_MULTIPATHNET.roi_scale,
+    roi_pool_version: v2 === true ? 2 : 1,
+    bbox_norm_mean: [...tensors.get('bbox_norm.mean')!.data],
+    bbox_norm_std: [...tensors.get('bbox_norm.std')!.data],
+    format_version: 1,
+    source: `converted by fovea from ${source}`,
+    licence: 'Weights: facebookresearch/multipathnet, BSD-3-Clause + PATENTS',
+  };
+  return { tensors, config };
+}
+
+// ---------------------------------------------------------------------------
 // Entry points
 
 export interface ConvertOptions {
@@ -451,18 +761,24 @@ function readCheckpoint(bytes: Uint8Array, source: string): { model: T7Object; c
     });
   }
   const model = top instanceof Map ? top.get('model') : top;
-  if (!isModule(model)) throw weightsError(source, 'unknown top-level layout: expected {model = nn.DeepMask | nn.SharpMask, config = …}');
+  if (!isModule(model)) {
+    throw weightsError(source, 'unknown top-level layout: expected {model = nn.DeepMask | nn.SharpMask, config = …} or a MultiPathNet nn.Sequential');
+  }
   return { model, config: top instanceof Map ? (top.get('config') ?? null) : null };
 }
 
-/** Converts a DeepMask or SharpMask Torch7 checkpoint to contract tensors and config. */
+/** Converts a DeepMask, SharpMask or MultiPathNet (ResNet-18 integral) Torch7 checkpoint to contract tensors and config. */
 export function convertT7(input: Uint8Array | string, options: ConvertOptions = {}): ConvertResult {
   const source = options.source ?? (typeof input === 'string' ? input : 'checkpoint');
   const bytes = typeof input === 'string' ? fs.readFileSync(input) : input;
   const { model, config: trainConfig } = readCheckpoint(bytes, source);
+  if (isMultiPathNet(model)) return convertMultiPathNet(model, source);
   const sharp = model.typename === 'nn.SharpMask';
   if (!sharp && model.typename !== 'nn.DeepMask') {
-    throw weightsError(source, `unknown model class ${model.typename} (converted: nn.DeepMask, nn.SharpMask)`);
+    throw weightsError(
+      source,
+      `unknown model class ${model.typename} (converted: nn.DeepMask, nn.SharpMask, MultiPathNet ResNet-18 = nn.Sequential with inn.ROIPooling)`,
+    );
   }
   const cfg: Record<string, number> = {
     fSz: 10,

@@ -25,6 +25,10 @@
  * Every size read from the file is checked against the bytes left before
  * anything is allocated; a malformed or truncated file gives a FoveaError
  * 'ERR_WEIGHTS' whose message says what was wrong and at which byte.
+ *
+ * readT7Prefix() reads a file that ends early (a cut download, a checkpoint
+ * copied in part) as far as it goes and returns the object graph built so far,
+ * with what was cut off marked; see there.
  */
 import { FoveaError } from './errors';
 import { float16ToFloat32 } from './safetensors';
@@ -97,16 +101,27 @@ const MAX_EXPANDED_ELEMENTS = 2 ** 28;
 
 export class T7Storage {
   constructor(
-    /** Class name, e.g. 'torch.FloatStorage' or 'torch.CudaStorage'. */
+    /** Class name, e.g. 'torch.FloatStorage' or 'torch.CudaStorage'; '' when the file ended before it. */
     readonly type: string,
     readonly dtype: T7DType,
     readonly version: number,
-    /** The elements: a copy of the file's bytes, owned by this storage. */
+    /** The elements: a copy of the file's bytes, owned by this storage. Empty when truncated. */
     readonly data: T7TypedArray,
+    /**
+     * Elements the file declares. Equals data.length except for a storage that
+     * readT7Prefix() found cut off: then it is the declared count (nothing is
+     * allocated for it), or null when the file ended before the count.
+     */
+    readonly declaredLength: number | null = data.length,
   ) {}
 
   get length(): number {
     return this.data.length;
+  }
+
+  /** True for a storage whose elements the file did not hold (only from readT7Prefix). */
+  get truncated(): boolean {
+    return this.declaredLength !== this.data.length;
   }
 }
 
@@ -151,6 +166,13 @@ export class T7Tensor {
   toTypedArray(): T7TypedArray {
     const { storage, numel } = this;
     if (storage === null || numel === 0) return ELEMENT[this.dtype].make(0);
+    if (storage.truncated) {
+      throw new FoveaError(
+        'ERR_WEIGHTS',
+        `t7: ${this.type} of shape [${this.shape.join(', ')}] has no data: the file ends inside its ` +
+          `${storage.type || 'storage'} (declared ${storage.declaredLength ?? 'unknown'} elements, none read)`,
+      );
+    }
     if (this.isContiguous()) return storage.data.subarray(this.offset, this.offset + numel);
     // Zero or overlapping strides (torch's expand) can make a small storage
     // look huge; copying that is bounded, since the size is not backed by bytes.
@@ -245,6 +267,23 @@ const TYPE_FUNCTION = 6;
 const TYPE_LEGACY_RECUR_FUNCTION = 7;
 const TYPE_RECUR_FUNCTION = 8;
 
+/**
+ * Thrown inside the reader in prefix mode (only) when the bytes run out. Each
+ * object being read catches it on the way up, attaches the partial child it
+ * carries, and passes itself on as the new partial value.
+ */
+class T7Cut extends Error {
+  /** What was built of the object being read when the bytes ran out; undefined: nothing usable. */
+  partial: T7Value | undefined = undefined;
+  constructor(
+    readonly error: FoveaError,
+    /** Byte where the read that ran out began. */
+    readonly at: number,
+  ) {
+    super(error.message);
+  }
+}
+
 const HOST_LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 // Lua's tonumber() on the part after "V " (decimal forms only).
@@ -258,12 +297,16 @@ class T7Reader {
   // Tables being read, and those of them referenced from inside themselves.
   private readonly open = new Set<number>();
   private readonly selfReferenced = new Set<number>();
+  /** Prefix mode: tables, arrays, objects, functions and tensors that the end of the file cut short. */
+  readonly incomplete = new Set<object>();
 
   constructor(
     private readonly bytes: Uint8Array,
     private readonly longSize: 4 | 8,
     private readonly listHeuristic: boolean,
     private readonly maxDepth: number,
+    /** readT7Prefix(): running out of bytes throws T7Cut (with the partial graph) instead of ERR_WEIGHTS. */
+    private readonly prefix = false,
   ) {
     this.view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   }
@@ -272,13 +315,35 @@ class T7Reader {
     throw new FoveaError('ERR_WEIGHTS', `t7: ${what} (at byte ${at})`);
   }
 
+  /** The file ends before `what`: ERR_WEIGHTS, or in prefix mode a T7Cut carrying `partial`. */
+  private cut(what: string, at: number, partial?: T7Value): never {
+    if (!this.prefix) this.fail(what, at);
+    const e = new T7Cut(new FoveaError('ERR_WEIGHTS', `t7: ${what} (at byte ${at})`), at);
+    e.partial = partial;
+    throw e;
+  }
+
+  /**
+   * Prefix mode: when `e` is a T7Cut, makes `partial()` (the object being read,
+   * with what its child left attached) the value it carries up. Always rethrows.
+   */
+  private unwind(e: unknown, partial: (child: T7Value | undefined) => T7Value | undefined): never {
+    if (e instanceof T7Cut) {
+      e.partial = partial(e.partial);
+      if (e.partial !== null && typeof e.partial === 'object' && !(e.partial instanceof Uint8Array)) {
+        this.incomplete.add(e.partial);
+      }
+    }
+    throw e;
+  }
+
   private left(): number {
     return this.bytes.length - this.pos;
   }
 
   private need(n: number, what: string, at: number = this.pos): void {
     const left = this.left();
-    if (n > left) this.fail(`truncated file: ${what} needs ${n} bytes, only ${left} left`, at);
+    if (n > left) this.cut(`truncated file: ${what} needs ${n} bytes, only ${left} left`, at);
   }
 
   private int32(what: string): number {
@@ -378,19 +443,36 @@ class T7Reader {
   private table(index: number, at: number): T7Value {
     this.enter(at);
     const n = this.count('table size', 'int');
-    // Every key and value takes at least its 4-byte type tag.
-    this.need(n * 8, `a table of ${n} entries`, at);
+    // Every key and value takes at least its 4-byte type tag. (Prefix mode reads
+    // the entries that are there; each takes bytes, so the loop is still bounded.)
+    if (!this.prefix) this.need(n * 8, `a table of ${n} entries`, at);
     const map: T7Table = new Map();
     this.objects.set(index, map);
     this.open.add(index);
-    for (let i = 0; i < n; i++) {
-      const keyAt = this.pos;
-      const key = this.read();
-      if (key === null || Number.isNaN(key)) this.fail('table key is nil or NaN', keyAt);
-      map.set(key, this.read());
+    // The key whose value is being read (undefined while a key is read).
+    let key: T7Value | undefined;
+    try {
+      for (let i = 0; i < n; i++) {
+        key = undefined;
+        const keyAt = this.pos;
+        const k = this.read();
+        if (k === null || Number.isNaN(k)) this.fail('table key is nil or NaN', keyAt);
+        key = k;
+        map.set(k, this.read());
+      }
+    } catch (e) {
+      // A key cut short is dropped; a value cut short is kept as far as it was read.
+      this.unwind(e, (child) => {
+        if (key !== undefined && child !== undefined) map.set(key, child);
+        return this.listOrMap(index, map);
+      });
     }
     this.open.delete(index);
     this.depth--;
+    return this.listOrMap(index, map);
+  }
+
+  private listOrMap(index: number, map: T7Table): T7Value {
     if (!this.listHeuristic || this.selfReferenced.has(index) || !isListLike(map)) return map;
     const list = new Array<T7Value>(map.size);
     for (const [k, v] of map) list[(k as number) - 1] = v;
@@ -419,26 +501,49 @@ class T7Reader {
       this.objects.set(index, obj);
     } else if (typename === 'tds.Vec') {
       const n = this.count('tds.Vec size', 'long');
-      this.need(n * 4, `a tds.Vec of ${n} elements`);
+      if (!this.prefix) this.need(n * 4, `a tds.Vec of ${n} elements`);
       const vec: T7Value[] = [];
       this.objects.set(index, vec);
-      for (let i = 0; i < n; i++) vec.push(this.read());
+      try {
+        for (let i = 0; i < n; i++) vec.push(this.read());
+      } catch (e) {
+        this.unwind(e, (child) => {
+          if (child !== undefined) vec.push(child);
+          return vec;
+        });
+      }
       obj = vec;
     } else if (typename === 'tds.Hash') {
       const n = this.count('tds.Hash size', 'long');
-      this.need(n * 8, `a tds.Hash of ${n} entries`);
+      if (!this.prefix) this.need(n * 8, `a tds.Hash of ${n} entries`);
       const hash: T7Table = new Map();
       this.objects.set(index, hash);
-      for (let i = 0; i < n; i++) {
-        const key = this.read();
-        hash.set(key, this.read());
+      let key: T7Value | undefined;
+      try {
+        for (let i = 0; i < n; i++) {
+          key = undefined;
+          key = this.read();
+          hash.set(key, this.read());
+        }
+      } catch (e) {
+        this.unwind(e, (child) => {
+          if (key !== undefined && child !== undefined) hash.set(key, child);
+          return hash;
+        });
       }
       obj = hash;
     } else {
       const o = new T7Object(typename, version);
       // Registered before its fields are read: a field may be the object itself.
       this.objects.set(index, o);
-      o.fields = this.read();
+      try {
+        o.fields = this.read();
+      } catch (e) {
+        this.unwind(e, (child) => {
+          if (child !== undefined) o.fields = child;
+          return o;
+        });
+      }
       obj = o;
     }
     this.depth--;
@@ -452,7 +557,9 @@ class T7Reader {
     const size = dtype === 'int64' ? this.longSize : ELEMENT[dtype].size;
     const left = this.left();
     if (n > left / size) {
-      this.fail(`${typename} declares ${n} elements (${n * size} bytes) but only ${left} bytes are left`, at);
+      // Prefix mode keeps the header: the declared count, and no data (nothing allocated for it).
+      const header = new T7Storage(typename, dtype, version, ELEMENT[dtype].make(0), n);
+      this.cut(`${typename} declares ${n} elements (${n * size} bytes) but only ${left} bytes are left`, at, header);
     }
     const bytes = this.raw(n * size);
     return new T7Storage(typename, dtype, version, decodeElements(bytes, dtype, size, n));
@@ -468,19 +575,38 @@ class T7Reader {
     for (let d = 0; d < nDim; d++) strides.push(this.count('tensor stride', 'long'));
     const offset = this.long('storage offset') - 1;
     const storageAt = this.pos;
-    const storage = this.read();
+    let storage: T7Value;
+    try {
+      storage = this.read();
+    } catch (e) {
+      // Prefix mode: the header is complete, the storage was cut. Keep the
+      // tensor with the storage's header (or a placeholder when the file ended
+      // before its element count); both hold no data.
+      this.unwind(e, (child) => {
+        if (child !== undefined && !(child instanceof T7Storage)) this.fail(`${typename} has no storage object`, storageAt);
+        const header = child ?? new T7Storage('', dtype, 0, ELEMENT[dtype].make(0), null);
+        return this.checkTensor(new T7Tensor(typename, dtype, version, shape, strides, offset, header), at);
+      });
+    }
     if (storage !== null && !(storage instanceof T7Storage)) this.fail(`${typename} has no storage object`, storageAt);
     if (storage !== null && storage.dtype !== dtype) this.fail(`${typename} has a ${storage.type}`, storageAt);
-    const t = new T7Tensor(typename, dtype, version, shape, strides, offset, storage);
-    if (!Number.isSafeInteger(t.numel)) this.fail(`${typename} of shape [${shape.join(', ')}] is too large`, at);
+    return this.checkTensor(new T7Tensor(typename, dtype, version, shape, strides, offset, storage), at);
+  }
+
+  private checkTensor(t: T7Tensor, at: number): T7Tensor {
+    const { type, shape, strides, offset, storage } = t;
+    if (storage !== null && storage.dtype !== t.dtype) this.fail(`${type} has a ${storage.type}`, at);
+    if (!Number.isSafeInteger(t.numel)) this.fail(`${type} of shape [${shape.join(', ')}] is too large`, at);
     if (t.numel > 0) {
-      if (storage === null) this.fail(`${typename} of shape [${shape.join(', ')}] has no storage`, at);
+      if (storage === null) this.fail(`${type} of shape [${shape.join(', ')}] has no storage`, at);
+      // A cut storage is checked against its declared size (unknown: not checked).
+      const length = storage.declaredLength ?? Infinity;
       let last = offset;
-      for (let d = 0; d < nDim; d++) last += (shape[d]! - 1) * strides[d]!;
-      if (offset < 0 || last >= storage.length) {
+      for (let d = 0; d < shape.length; d++) last += (shape[d]! - 1) * strides[d]!;
+      if (offset < 0 || last >= length) {
         this.fail(
-          `${typename} of shape [${shape.join(', ')}], strides [${strides.join(', ')}] at storage offset ${offset} ` +
-            `does not fit its ${storage.length}-element storage`,
+          `${type} of shape [${shape.join(', ')}], strides [${strides.join(', ')}] at storage offset ${offset} ` +
+            `does not fit its ${length}-element storage`,
           at,
         );
       }
@@ -496,7 +622,14 @@ class T7Reader {
     const f = new T7Function(size, this.raw(size), tag);
     // Registered before its upvalues: a recursive function is its own upvalue.
     if (index !== null) this.objects.set(index, f);
-    f.upvalues = this.read();
+    try {
+      f.upvalues = this.read();
+    } catch (e) {
+      this.unwind(e, (child) => {
+        if (child !== undefined) f.upvalues = child;
+        return f;
+      });
+    }
     this.depth--;
     return f;
   }
@@ -554,16 +687,7 @@ function decodeElements(bytes: Uint8Array, dtype: T7DType, size: number, n: numb
  * file. Bytes after that object are ignored, as torch.load ignores them.
  */
 export function readT7(bytes: Uint8Array, options: T7ReadOptions = {}): T7Value {
-  if (!(bytes instanceof Uint8Array)) throw new FoveaError('ERR_INPUT', 'readT7: expected a Uint8Array or Buffer');
-  const longSize = options.longSize ?? 8;
-  const listHeuristic = options.listHeuristic ?? true;
-  const maxDepth = options.maxDepth ?? T7_DEFAULT_MAX_DEPTH;
-  if (longSize !== 4 && longSize !== 8 && longSize !== 'auto') {
-    throw new FoveaError('ERR_OPTIONS', `readT7: longSize must be 4, 8 or 'auto', got ${String(longSize)}`);
-  }
-  if (!Number.isInteger(maxDepth) || maxDepth < 1 || maxDepth > 10_000) {
-    throw new FoveaError('ERR_OPTIONS', `readT7: maxDepth must be an integer from 1 to 10000, got ${String(maxDepth)}`);
-  }
+  const { longSize, listHeuristic, maxDepth } = checkOptions('readT7', bytes, options);
   if (longSize !== 'auto') return readWith(bytes, longSize, listHeuristic, maxDepth);
   try {
     return readWith(bytes, 8, listHeuristic, maxDepth);
@@ -577,9 +701,120 @@ export function readT7(bytes: Uint8Array, options: T7ReadOptions = {}): T7Value 
   }
 }
 
-function readWith(bytes: Uint8Array, longSize: 4 | 8, listHeuristic: boolean, maxDepth: number): T7Value {
+/** What readT7Prefix() read. */
+export interface T7PrefixResult {
+  /**
+   * The object, complete or as far as the file goes; undefined when the file
+   * ends before anything usable (e.g. inside the first type tag or string).
+   */
+  readonly value: T7Value | undefined;
+  /** True when the whole object was read: then value is what readT7 returns. */
+  readonly complete: boolean;
+  /** When not complete: the ERR_WEIGHTS saying what the file ended in, and at which byte. */
+  readonly error?: FoveaError;
+  /** Where the file ends: its length in bytes. */
+  readonly endOffset: number;
+  /** When not complete: the byte where the read that ran out of bytes began. */
+  readonly stoppedAt?: number;
+  /**
+   * The containers the end of the file cut short: tables (Map or array), tds
+   * vectors/hashes, T7Objects whose fields were cut, functions, and tensors
+   * whose storage was cut (those storages have `truncated` set and no data).
+   * Everything else reachable from value was read completely.
+   */
+  readonly incomplete: ReadonlySet<object>;
+}
+
+/**
+ * Like readT7, but a file that ends early is not an error: it returns the
+ * object graph as far as it was read. Every object is attached to its parent as
+ * soon as it is started, so the path from the top to the point where the file
+ * ends is kept, each container with the entries read before it (a table entry
+ * whose key was cut is dropped). A tensor whose storage was cut keeps its
+ * header (shape, strides, offset) and gets a storage with `truncated` set, its
+ * declared size (`declaredLength`) and no data: nothing is allocated from a
+ * size the file does not back, and toTypedArray() on it throws ERR_WEIGHTS.
+ *
+ * Only running out of bytes is tolerated: a malformed file (unknown tag, nil
+ * key, negative size, nesting deeper than maxDepth, a tensor that does not fit
+ * its storage's declared size…) still throws ERR_WEIGHTS, as readT7 does.
+ * Table and tds sizes are not checked against the bytes left up front (the
+ * entries that are there are read); so `error` may name a later byte than
+ * readT7's error for the same file.
+ *
+ * With longSize 'auto', a complete read with 8-byte longs wins, then a
+ * complete read with 4; otherwise the 8-byte result (or the 4-byte one when
+ * 8 is malformed and 4 is only truncated).
+ */
+export function readT7Prefix(bytes: Uint8Array, options: T7ReadOptions = {}): T7PrefixResult {
+  const { longSize, listHeuristic, maxDepth } = checkOptions('readT7Prefix', bytes, options);
+  if (longSize !== 'auto') return readPrefixWith(bytes, longSize, listHeuristic, maxDepth);
+  let r8: T7PrefixResult;
   try {
-    return new T7Reader(bytes, longSize, listHeuristic, maxDepth).read();
+    r8 = readPrefixWith(bytes, 8, listHeuristic, maxDepth);
+  } catch (err8) {
+    if (!(err8 instanceof FoveaError)) throw err8;
+    try {
+      return readPrefixWith(bytes, 4, listHeuristic, maxDepth);
+    } catch {
+      throw err8;
+    }
+  }
+  if (r8.complete) return r8;
+  try {
+    const r4 = readPrefixWith(bytes, 4, listHeuristic, maxDepth);
+    if (r4.complete) return r4;
+  } catch {
+    // 4-byte longs do not fit either: the 8-byte reading stands.
+  }
+  return r8;
+}
+
+function checkOptions(
+  fn: string,
+  bytes: Uint8Array,
+  options: T7ReadOptions,
+): { longSize: 4 | 8 | 'auto'; listHeuristic: boolean; maxDepth: number } {
+  if (!(bytes instanceof Uint8Array)) throw new FoveaError('ERR_INPUT', `${fn}: expected a Uint8Array or Buffer`);
+  const longSize = options.longSize ?? 8;
+  const listHeuristic = options.listHeuristic ?? true;
+  const maxDepth = options.maxDepth ?? T7_DEFAULT_MAX_DEPTH;
+  if (longSize !== 4 && longSize !== 8 && longSize !== 'auto') {
+    throw new FoveaError('ERR_OPTIONS', `${fn}: longSize must be 4, 8 or 'auto', got ${String(longSize)}`);
+  }
+  if (!Number.isInteger(maxDepth) || maxDepth < 1 || maxDepth > 10_000) {
+    throw new FoveaError('ERR_OPTIONS', `${fn}: maxDepth must be an integer from 1 to 10000, got ${String(maxDepth)}`);
+  }
+  return { longSize, listHeuristic, maxDepth };
+}
+
+function readPrefixWith(bytes: Uint8Array, longSize: 4 | 8, listHeuristic: boolean, maxDepth: number): T7PrefixResult {
+  const reader = new T7Reader(bytes, longSize, listHeuristic, maxDepth, true);
+  try {
+    const value = readWith(bytes, longSize, listHeuristic, maxDepth, reader);
+    return { value, complete: true, endOffset: bytes.length, incomplete: reader.incomplete };
+  } catch (err) {
+    if (!(err instanceof T7Cut)) throw err;
+    return {
+      value: err.partial,
+      complete: false,
+      error: err.error,
+      endOffset: bytes.length,
+      stoppedAt: err.at,
+      incomplete: reader.incomplete,
+    };
+  }
+}
+
+function readWith(
+  bytes: Uint8Array,
+  longSize: 4 | 8,
+  listHeuristic: boolean,
+  maxDepth: number,
+  reader: T7Reader = new T7Reader(bytes, longSize, listHeuristic, maxDepth),
+): T7Value {
+  try {
+    return reader.read();
   } catch (err) {
     // A maxDepth above what this thread's stack holds: still a weights error.
     if (err instanceof RangeError && /call stack/i.test(err.message)) {

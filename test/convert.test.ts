@@ -284,3 +284,195 @@ describe('convert: hostile and mismatched trees', () => {
     expectWeightsError(() => convertT7(writeT7(tree)), /trunk\[1\]\[3\]: unexpected module nn\.SpatialFullConvolution/);
   });
 });
+
+// ---------------------------------------------------------------------------
+// MultiPathNet ResNet-18 integral (resnet18_integral_coco.t7). The tree follows
+// the multipathnet spec §7.3 (derived there from models/resnet.lua and
+// models/model_utils.lua); no real checkpoint is available, so these trees are
+// the only check of the module layout.
+
+const MW = 4; // base width of the golden multipathnet-resnet18-d16 (64 / 16)
+
+/** fb.resnet.torch BasicBlock after BNtoFixed: ConstAffine after each conv and on the projection shortcut. */
+function basicBlock(cin: number, w: number, norm: () => W7Torch = () => affine(w)): W7Torch {
+  const main = seq(conv(w, cin, 3, false), norm(), relu(), conv(w, w, 3, false), norm());
+  const shortcut = cin !== w ? seq(conv(w, cin, 1, false), norm()) : mod('nn.Identity');
+  return seq(mod('nn.ConcatTable', { modules: [main, shortcut] }), mod('nn.CAddTable'), relu());
+}
+
+/** layer1 block inside NoBackprop: BN folded into the convs at build time (foldBatchNorm removed it). */
+function foldedBlock(w: number): W7Torch {
+  const main = seq(conv(w, w, 3, true), relu(), conv(w, w, 3, true));
+  return seq(mod('nn.ConcatTable', { modules: [main, mod('nn.Identity')] }), mod('nn.CAddTable'), relu());
+}
+
+interface MpnParts {
+  root: W7Torch;
+  early: W7Torch;
+  features: W7Torch;
+  layer4: W7Torch;
+  heads: W7Torch;
+  bboxNorm: W7Torch;
+}
+
+function multipathnet(): MpnParts {
+  const w = MW;
+  const early = seq(conv(w, 3, 7, true), relu(), mod('nn.SpatialMaxPooling', { kW: 3, kH: 3, dW: 2, dH: 2, padW: 1, padH: 1 }), seq(foldedBlock(w), foldedBlock(w)));
+  const features = seq(mod('nn.NoBackprop', { modules: [early] }), seq(basicBlock(w, 2 * w), basicBlock(2 * w, 2 * w)), seq(basicBlock(2 * w, 4 * w), basicBlock(4 * w, 4 * w)));
+  const layer4 = seq(basicBlock(4 * w, 8 * w), basicBlock(8 * w, 8 * w));
+  const classifier = seq(layer4, mod('cudnn.SpatialAveragePooling', { kW: 7, kH: 7, dW: 1, dH: 1 }), mod('nn.View', { size: [8 * w] }));
+  const heads = mod('nn.ConcatTable', {
+    modules: [mod('nn.ConcatTable', { modules: Array.from({ length: 6 }, () => linear(81, 8 * w)) }), linear(324, 8 * w)],
+  });
+  const softmaxes = mod('nn.ParallelTable', { modules: Array.from({ length: 6 }, () => seq(mod('nn.SoftMax'), mod('nn.View'))) });
+  const modeSwitch = mod('nn.ModeSwitch', {
+    modules: [
+      mod('nn.ParallelTable', { modules: [mod('nn.SelectTable', { index: 1 }), mod('nn.Identity')] }),
+      seq(mod('nn.ParallelTable', { modules: [seq(softmaxes, mod('nn.JoinTable'), mod('nn.Mean')), mod('nn.Identity')] })),
+    ],
+  });
+  const bboxNorm = mod('nn.BBoxNorm', { mean: t([1, 4], Float32Array.of(0.01, -0.02, 0.03, -0.04)), std: t([1, 4], Float32Array.of(0.1, 0.11, 0.2, 0.21)) });
+  const root = mod('nn.Sequential', {
+    modules: [
+      // utils.makeDataParallel with train_nGPU = 1 wraps features and classifier in a Sequential.
+      mod('nn.ParallelTable', { modules: [seq(features), mod('nn.Identity')] }),
+      mod('inn.ROIPooling', { W: 14, H: 14, spatial_scale: 1 / 16, v2: true }),
+      seq(classifier),
+      heads,
+      modeSwitch,
+      mod('nn.ParallelTable', { modules: [mod('nn.Identity'), bboxNorm] }),
+    ],
+    noSoftMax: true,
+  });
+  return { root, early, features, layer4, heads, bboxNorm };
+}
+
+function goldenMultiPathNet(): { shapes: Map<string, number[]>; config: Record<string, unknown> } {
+  const st = readSafetensors(fs.readFileSync(path.join(__dirname, 'fixtures', 'golden', 'multipathnet-resnet18-d16.safetensors')));
+  return {
+    shapes: new Map([...st.tensors].map(([k, v]) => [k, [...v.shape]])),
+    config: JSON.parse(st.metadata[CONFIG_METADATA_KEY]!) as Record<string, unknown>,
+  };
+}
+
+const shapesOf = (tensors: Map<string, { shape: readonly number[] }>): Map<string, number[]> =>
+  new Map([...tensors].map(([k, v]) => [k, [...v.shape]]));
+const modulesOf = (m: W7Torch): W7Torch[] => (m.fields as { modules: W7Torch[] }).modules;
+const fieldsOf = (m: W7Torch): Record<string, W7Tensor> => m.fields as Record<string, W7Tensor>;
+
+describe('convert: MultiPathNet ResNet-18 integral (synthetic, d16 widths, spec §7.3 structure)', () => {
+  it('every name and shape matches the golden, in its order, and the config agrees with it', () => {
+    const { tensors, config } = convertT7(writeT7(multipathnet().root));
+    const golden = goldenMultiPathNet();
+    expect(shapesOf(tensors)).toEqual(golden.shapes);
+    expect([...tensors.keys()]).toEqual([...golden.shapes.keys()]);
+    const keys = [
+      'architecture', 'variant', 'trunk', 'base_width', 'feature_dim', 'width_div', 'num_classes', 'class_names',
+      'coco_category_ids', 'integral_heads', 'integral_thresholds', 'roi_pool', 'roi_pool_version', 'roi_scale',
+      'mean', 'std', 'pad_mode', 'block_layout', 'conv_bias', 'shortcut_affine', 'prefold_layer1',
+      'test_scale', 'test_max_size', 'nms_threshold', 'max_detections', 'format_version',
+    ];
+    for (const k of keys) expect([k, config[k]]).toEqual([k, golden.config[k]]);
+    // BBoxNorm mean/std come from the checkpoint (as tensors and in the config).
+    expect(config['bbox_norm_mean']).toEqual([...Float32Array.of(0.01, -0.02, 0.03, -0.04)]);
+    expect([...tensors.get('bbox_norm.std')!.data]).toEqual([...Float32Array.of(0.1, 0.11, 0.2, 0.21)]);
+  });
+
+  it('reads roi_pool, roi_scale and the v2 flag from inn.ROIPooling (no v2 field: v1 kernel)', () => {
+    const { root } = multipathnet();
+    modulesOf(root)[1] = mod('inn.ROIPooling', { W: 13, H: 14, spatial_scale: 0.125 });
+    const { config } = convertT7(writeT7({ model: root }));
+    expect(config).toMatchObject({ roi_pool: [14, 13], roi_scale: 0.125, roi_pool_version: 1 });
+  });
+
+  it('folds a ConstAffine into its conv, and a BatchNorm left after conv1, exactly', () => {
+    const parts = multipathnet();
+    // An un-surgered conv1: bias-free conv followed by a real BN (foldBatchNorm not applied).
+    const bn1 = bn(MW);
+    const c1 = conv(MW, 3, 7, false);
+    modulesOf(parts.early).splice(0, 1, c1, bn1);
+    const { tensors, config } = convertT7(writeT7(parts.root));
+    expect(config['prefold_layer1']).toBe(false);
+    const check = (cw: W7Torch, aff: (o: number, y: number) => number, name: string, n: number, cout: number): void => {
+      const x = randn(n);
+      const w = fieldsOf(cw)['weight']!.storage.data;
+      const b = fieldsOf(cw)['bias'];
+      for (let o = 0; o < cout; o++) {
+        const y = x.reduce((s, xi, i) => s + xi * w[o * n + i]!, 0) + (b ? b.storage.data[o]! : 0);
+        const folded = x.reduce((s, xi, i) => s + xi * tensors.get(`${name}.weight`)!.data[o * n + i]!, 0) + tensors.get(`${name}.bias`)!.data[o]!;
+        expect(folded).toBeCloseTo(aff(o, y), 5);
+      }
+    };
+    const g = (m: W7Torch, k: string, o: number): number => fieldsOf(m)[k]!.storage.data[o]!;
+    check(c1, (o, y) => ((y - g(bn1, 'running_mean', o)) / Math.sqrt(g(bn1, 'running_var', o) + 1e-5)) * g(bn1, 'weight', o) + g(bn1, 'bias', o), 'trunk.conv1', 3 * 49, MW);
+    // layer2.0 main path: conv, ConstAffine (y = a·x + b).
+    const main = modulesOf(modulesOf(modulesOf(modulesOf(parts.features)[1]!)[0]!)[0]!)[0]!;
+    const [conv2, aff2] = modulesOf(main);
+    check(conv2!, (o, y) => g(aff2!, 'a', o) * y + g(aff2!, 'b', o), 'trunk.layer2.0.conv1', MW * 9, 2 * MW);
+    // layer1 (pre-folded at build time) is copied as is.
+    const l1conv = modulesOf(modulesOf(modulesOf(modulesOf(modulesOf(parts.early)[4]!)[0]!)[0]!)[0]!)[0]!;
+    expect([...tensors.get('trunk.layer1.0.conv1.bias')!.data]).toEqual([...fieldsOf(l1conv)['bias']!.storage.data]);
+  });
+
+  it('the native loader accepts the converted file as a multipathnet', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fovea-convert-'));
+    try {
+      const input = path.join(dir, 'model.t7');
+      const out = path.join(dir, 'model.safetensors');
+      fs.writeFileSync(input, writeT7(multipathnet().root));
+      convertFile(input, out, { dtype: 'F32' });
+      const summary = await inspectModel(out);
+      expect(summary.architecture).toBe('multipathnet');
+      expect(summary.trunk).toBe('resnet18');
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('looks through NoBackprop v1 (`.inner`) and unwrapped features/classifier', () => {
+    const parts = multipathnet();
+    modulesOf(parts.features)[0] = mod('nn.NoBackprop', { inner: parts.early });
+    const top = modulesOf(parts.root);
+    modulesOf(top[0]!)[0] = parts.features;
+    top[2] = modulesOf(top[2]!)[0]!;
+    expect(shapesOf(convertT7(writeT7(parts.root)).tensors)).toEqual(goldenMultiPathNet().shapes);
+  });
+});
+
+describe('convert: MultiPathNet mismatches name the module path', () => {
+  it('a wrong conv shape in layer4', () => {
+    const parts = multipathnet();
+    modulesOf(parts.layer4)[0] = basicBlock(4 * MW, 8 * MW + 1);
+    expectWeightsError(() => convertT7(writeT7(parts.root)), /^convert: \[3\]\[1\]\[1\]\[1\]\[1\]\[1\]\[1\]: tower\.layer4\.0\.conv1\.weight has shape \[33, 16, 3, 3\], the contract wants \[32, 16, 3, 3\]$/);
+  });
+
+  it('a missing integral head', () => {
+    const parts = multipathnet();
+    modulesOf(modulesOf(parts.heads)[0]!).pop();
+    expectWeightsError(() => convertT7(writeT7(parts.root)), /^convert: \[4\]\[1\]: expected 6 integral classifier Linears, found 5$/);
+  });
+
+  it('a classifier with the wrong class count (VOC: 21)', () => {
+    const parts = multipathnet();
+    modulesOf(modulesOf(parts.heads)[0]!)[2] = linear(21, 8 * MW);
+    expectWeightsError(() => convertT7(writeT7(parts.root)), /^convert: \[4\]\[1\]\[3\]: cls\.2\.weight has shape \[21, 32\], the contract wants \[81, 32\]$/);
+  });
+
+  it('a missing box head, BBoxNorm, or a malformed BBoxNorm', () => {
+    let parts = multipathnet();
+    modulesOf(parts.heads).pop();
+    expectWeightsError(() => convertT7(writeT7(parts.root)), /^convert: \[4\]\[2\]: missing module$/);
+    parts = multipathnet();
+    modulesOf(parts.root).pop();
+    expectWeightsError(() => convertT7(writeT7(parts.root)), /^convert: \[5\]: no nn\.BBoxNorm after the heads/);
+    parts = multipathnet();
+    (parts.bboxNorm.fields as Record<string, W7Value>)['std'] = t([1, 81 * 4]);
+    expectWeightsError(() => convertT7(writeT7(parts.root)), /^convert: \[6\]\[2\]: nn\.BBoxNorm\.std has 324 elements, expected 4$/);
+  });
+
+  it('a missing residual layer in the features', () => {
+    const parts = multipathnet();
+    modulesOf(parts.features).pop();
+    expectWeightsError(() => convertT7(writeT7(parts.root)), /^convert: \[1\]\[1\]: expected 3 residual layers \(layer1\.\.layer3\), found 2$/);
+  });
+});

@@ -5,6 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { FoveaError } from '../lib/errors';
 import {
   readT7,
+  readT7Prefix,
   T7Function,
   T7Object,
   T7Storage,
@@ -652,5 +653,203 @@ describe('readT7: hostile and truncated files', () => {
     expectWeightsError(() => readT7(new T7Writer().table(1, 1).string('k').int(42).done()), /unknown type tag 42 \(at byte 21\)/);
     expectWeightsError(() => readT7(new T7Writer().table(1, 1).nil().num(1).done()), /nil or NaN \(at byte 12\)/);
     expectWeightsError(() => readT7(new Uint8Array(0)), /type tag needs 4 bytes, only 0 left \(at byte 0\)/);
+  });
+});
+
+describe('readT7Prefix: what a file that ends early still holds', () => {
+  const asList = (v: T7Value | undefined): T7Value[] => {
+    expect(Array.isArray(v)).toBe(true);
+    return v as T7Value[];
+  };
+
+  itShared('truncated DeepMask checkpoint: the config, then the score branch as far as byte 748165', 'deepmask-truncated/model.t7', (file) => {
+    const bytes = fs.readFileSync(file);
+    const r = readT7Prefix(bytes);
+    expect(r.complete).toBe(false);
+    expect(r.endOffset).toBe(748165);
+    expect(r.endOffset).toBe(bytes.length);
+    // The same failure the strict reader reports (EXPECTED.md: the storage count sits at [1300, 1308)).
+    expect(r.error).toBeInstanceOf(FoveaError);
+    expect(r.error!.code).toBe('ERR_WEIGHTS');
+    expect(r.error!.message).toBe(expectWeightsError(() => readT7(bytes)).message);
+    expect(r.stoppedAt).toBe(1300);
+    expect(readT7Prefix(bytes, { longSize: 'auto' }).error!.message).toBe(r.error!.message);
+
+    const top = asMap(r.value);
+    expect([...top.keys()]).toEqual(['config', 'model']);
+    expect(r.incomplete.has(top)).toBe(true);
+    const config = asMap(top.get('config'));
+    expect(r.incomplete.has(config)).toBe(false);
+    expect(Object.fromEntries(config as Map<string, T7Value>)).toEqual({
+      km: 32, batch: 32, nthreads: 2, oSz: 56, rundir: 'pretrained/deepmask/', dm: false, iSz: 160,
+      reload: '', gpu: 1, datadir: 'data/', gSz: 112, scale: 0.25, wd: 0.0005, maxload: 4000,
+      momentum: 0.9, lr: 0, np: 500, ks: 32, maxepoch: 300, seed: 1, testmaxload: 100, shift: 16,
+      hfreq: 0.5,
+    });
+
+    // EXPECTED.md's object order: nn.DeepMask → nn.Sequential → CudaTensor → nn.Dropout → CudaTensor ×2
+    // → nn.Linear → CudaTensor [1024] → CudaStorage (cut).
+    const model = asObject(top.get('model'), 'nn.DeepMask');
+    expect(r.incomplete.has(model)).toBe(true);
+    expect([...asMap(model.fields).keys()]).toEqual(['scoreBranch']);
+    const branch = asObject(model.get('scoreBranch'), 'nn.Sequential');
+    expect(asTensor(branch.get('gradInput')).numel).toBe(0);
+    const modules = asList(branch.get('modules'));
+    expect(r.incomplete.has(modules)).toBe(true); // 2 of its 5 entries were reached
+    expect(modules.map((m) => asObject(m).typename)).toEqual(['nn.Dropout', 'nn.Linear']);
+    const dropout = asObject(modules[0]);
+    expect(r.incomplete.has(dropout)).toBe(false);
+    expect(dropout.get('p')).toBe(0.5);
+    expect(dropout.get('gradInput')).toBe(branch.get('gradInput')); // a back-reference
+    const linear = asObject(modules[1]);
+    expect(r.incomplete.has(linear)).toBe(true);
+    // The Linear's first field is gradBias: weight and bias come after the cut and are absent, not guessed.
+    expect([...asMap(linear.fields).keys()]).toEqual(['gradBias']);
+    const gradBias = asTensor(linear.get('gradBias'));
+    expect(r.incomplete.has(gradBias)).toBe(true);
+    expect([gradBias.type, gradBias.shape, gradBias.strides, gradBias.offset]).toEqual(['torch.CudaTensor', [1024], [1], 524288]);
+    const storage = gradBias.storage!;
+    expect(storage).toBeInstanceOf(T7Storage);
+    expect([storage.type, storage.truncated, storage.declaredLength, storage.length]).toEqual(['torch.CudaStorage', true, 526337, 0]);
+    expect(storage.data.byteLength).toBe(0); // nothing allocated from the declared 2,105,348 bytes
+    expect(() => gradBias.toFloat32()).toThrow(/has no data: the file ends inside its torch\.CudaStorage \(declared 526337 elements/);
+
+    // Strict reading is unchanged.
+    expectWeightsError(() => readT7(bytes), /526337 elements \(2105348 bytes\) but only 746857 bytes are left \(at byte 1300\)/);
+  });
+
+  /** {config = {lr = 0.5, name = "x"}, model = nn.Linear{weight = [2, 3], bias = [2], train = true}, after = 7} */
+  function smallCheckpoint(): { bytes: Uint8Array; weight: number[]; bias: number[] } {
+    const weight = [1.5, 2.5, 3.5, 4.5, 5.5, 6.5];
+    const bias = [7.25, 8.25];
+    const w = new T7Writer().table(1, 3);
+    w.string('config').table(2, 2).string('lr').num(0.5).string('name').string('x');
+    w.string('model').torch(3, 'nn.Linear').table(4, 3);
+    w.string('weight').torch(5, 'torch.FloatTensor').tensorBody([2, 3], [3, 1], 1).torch(6, 'torch.FloatStorage').long(6).floats(weight);
+    w.string('bias').torch(7, 'torch.FloatTensor').tensorBody([2], [1], 1).torch(8, 'torch.FloatStorage').long(2).floats(bias);
+    w.string('train').bool(true);
+    w.string('after').num(7);
+    return { bytes: w.done(), weight, bias };
+  }
+
+  /** Every reachable storage either has no data (cut) or holds bytes that lie wholly before `cut` in `full`. */
+  function expectNoDataPastCut(value: T7Value | undefined, full: Uint8Array, cut: number, what: string): void {
+    if (value === undefined) return;
+    for (const o of reachable(value)) {
+      if (!(o instanceof T7Storage)) continue;
+      if (o.truncated) {
+        expect(o.length, what).toBe(0);
+        continue;
+      }
+      const raw = Buffer.from(o.data.buffer, o.data.byteOffset, o.data.byteLength);
+      if (raw.length === 0) continue;
+      const at = Buffer.from(full.buffer, full.byteOffset, full.byteLength).indexOf(raw);
+      expect(at, what).toBeGreaterThanOrEqual(0);
+      expect(at + raw.length, what).toBeLessThanOrEqual(cut);
+    }
+  }
+
+  it('synthetic checkpoint cut at every byte: never throws, keeps what precedes the cut, never data after it', () => {
+    const { bytes, weight, bias } = smallCheckpoint();
+    const full = readT7Prefix(bytes);
+    expect(full.complete).toBe(true);
+    expect(full.error).toBeUndefined();
+    expect(full.incomplete.size).toBe(0);
+    expect(full.value).toEqual(readT7(bytes));
+    // Byte offsets of a few landmarks, so that what each cut must keep is known.
+    const find = (s: string): number => Buffer.from(bytes).indexOf(Buffer.from(s, 'latin1'));
+    // The key "bias" (tag, length, bytes) follows the weight's floats; "train" follows the bias's.
+    const weightDataEnd = find('bias') - 8;
+    const biasDataEnd = find('train') - 8;
+    for (let n = 0; n < bytes.length; n++) {
+      const cut = bytes.subarray(0, n);
+      const r = readT7Prefix(cut);
+      const what = `cut at ${n}`;
+      expect(r.complete, what).toBe(false);
+      expect(r.endOffset, what).toBe(n);
+      expect(r.error?.code, what).toBe('ERR_WEIGHTS');
+      expect(r.error?.message, what).toMatch(/at byte \d+/);
+      expect(r.stoppedAt!, what).toBeLessThanOrEqual(n);
+      expect(() => readT7(cut), what).toThrow(FoveaError);
+      expectNoDataPastCut(r.value, bytes, n, what);
+      // Before the first entry is complete the top table is empty, and an empty table is a list.
+      if (r.value === undefined || (Array.isArray(r.value) && r.value.length === 0)) continue;
+      const top = asMap(r.value);
+      const model = top.get('model');
+      if (model === undefined) continue;
+      const fields = asObject(model, 'nn.Linear').fields;
+      if (!(fields instanceof Map)) continue;
+      const wt = fields.get('weight');
+      if (wt instanceof T7Tensor) {
+        expect(wt.shape, what).toEqual([2, 3]);
+        if (n >= weightDataEnd) expect(Array.from(wt.toFloat32()), what).toEqual(weight);
+        else expect(() => wt.toFloat32(), what).toThrow(/has no data/);
+      }
+      const bt = fields.get('bias');
+      if (bt instanceof T7Tensor && n >= biasDataEnd) expect(Array.from(bt.toFloat32()), what).toEqual(bias);
+      if (n >= weightDataEnd) expect(fields.has('weight'), what).toBe(true);
+    }
+    // Cut inside the weight's elements: the header and the declared size are kept, not the data.
+    const r = readT7Prefix(bytes.subarray(0, weightDataEnd - 5));
+    const wt = asTensor(asMap(asObject(asMap(r.value).get('model')).fields).get('weight'));
+    expect([wt.shape, wt.storage!.truncated, wt.storage!.declaredLength, wt.storage!.length]).toEqual([[2, 3], true, 6, 0]);
+    expect(r.incomplete.has(wt)).toBe(true);
+    expect(asMap(asMap(r.value).get('config')).get('name')).toBe('x');
+  });
+
+  it('every prefix of the upstream files gives a partial value, never a throw; the whole file is complete', () => {
+    for (const rel of ['torchfile/gmodule_with_linear_identity.t7', 'cpp-torch-basic/net.t7', 'torchfile/tds_hash.t7', 'torchfile/function_upvals.t7']) {
+      const bytes = local(rel);
+      for (let n = 0; n < bytes.length; n++) {
+        const r = readT7Prefix(bytes.subarray(0, n));
+        expect(r.complete, `${rel} cut at ${n}`).toBe(false);
+        expectNoDataPastCut(r.value, bytes, n, `${rel} cut at ${n}`);
+      }
+      const whole = readT7Prefix(bytes);
+      expect(whole.complete).toBe(true);
+      EXPECTATIONS[rel]!(whole.value!, bytes);
+    }
+  });
+
+  it('hostile files: huge declared sizes allocate nothing, malformed files still throw ERR_WEIGHTS', () => {
+    const storage = readT7Prefix(new T7Writer().torch(1, 'torch.FloatStorage').long(2n ** 40n).floats([1, 2]).done());
+    expect(storage.complete).toBe(false);
+    const s = storage.value as T7Storage;
+    expect(s).toBeInstanceOf(T7Storage);
+    expect([s.truncated, s.declaredLength, s.data.byteLength]).toEqual([true, 2 ** 40, 0]);
+    expect(storage.error!.message).toMatch(/1099511627776 elements \(4398046511104 bytes\) but only 8 bytes are left/);
+    const table = readT7Prefix(new T7Writer().table(1, 2 ** 31 - 1).done());
+    expect([table.complete, table.value]).toEqual([false, []]); // an empty table, as readT7 gives it
+    const vec = readT7Prefix(new T7Writer().torch(1, 'tds.Vec', 'V 0').long(2n ** 50n).num(1).done());
+    expect([vec.complete, vec.value]).toEqual([false, [1]]);
+    // A tensor whose header does not fit its storage's declared size is malformed, not just cut.
+    const badTensor = new T7Writer().torch(1, 'torch.FloatTensor').tensorBody([10], [1], 1).torch(2, 'torch.FloatStorage').long(4).done();
+    expectWeightsError(() => readT7Prefix(badTensor), /does not fit its 4-element storage/);
+    expectWeightsError(() => readT7Prefix(new T7Writer().torch(1, 'torch.ByteStorage').long(-1).done()), /negative/);
+    expectWeightsError(() => readT7Prefix(new T7Writer().table(1, 1).string('k').int(42).done()), /unknown type tag 42/);
+    const nested = new T7Writer();
+    for (let i = 1; i <= 50; i++) nested.table(i, 1).num(1);
+    expectWeightsError(() => readT7Prefix(nested.done(), { maxDepth: 10 }), /nested deeper than 10/);
+    // Cut before the nesting limit is reached: a partial chain, no error thrown.
+    expect(readT7Prefix(nested.done(), { maxDepth: 60 }).complete).toBe(false);
+    expect(() => readT7Prefix(new T7Writer().done(), { maxDepth: 0 })).toThrow(/maxDepth/);
+    // Random corruption: a value (complete or not) or ERR_WEIGHTS, nothing else.
+    const original = local('torchfile/gmodule_with_linear_identity.t7');
+    let seed = 777;
+    const rand = (n: number): number => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31;
+      return seed % n;
+    };
+    for (let i = 0; i < 1000; i++) {
+      const bytes = Uint8Array.from(original.subarray(0, 1 + rand(original.length)));
+      for (let k = 0; k < 1 + rand(4); k++) bytes[rand(bytes.length)] = rand(256);
+      try {
+        const r = readT7Prefix(bytes);
+        expectNoDataPastCut(r.value, bytes, bytes.length, `corruption ${i}`);
+      } catch (err) {
+        expect(err).toBeInstanceOf(FoveaError);
+        expect((err as FoveaError).code).toBe('ERR_WEIGHTS');
+      }
+    }
   });
 });
