@@ -23,6 +23,7 @@ import * as fs from 'node:fs';
 import { FoveaError } from './errors';
 import { CONFIG_METADATA_KEY, writeSafetensors, type SafetensorsWriteDType } from './safetensors';
 import { readT7, T7Object, T7Tensor, type T7Value } from './t7';
+import { readT7Prefix } from './t7';
 
 export interface Tensor {
   readonly shape: readonly number[];
@@ -840,4 +841,204 @@ export function convertFile(inPath: string, outPath: string, options: { dtype?: 
   });
   fs.writeFileSync(outPath, bytes);
   return result;
+}
+
+// ---------------------------------------------------------------------------
+// What a checkpoint that ends early still holds (readT7Prefix), mapped through
+// the same layout table as convertT7. Reports tensor headers only: no data is
+// converted, and a tensor whose storage the file cut off is reported as such.
+
+/** One tensor field of a module, as far as its header was read. */
+export interface PrefixTensor {
+  /** The module's field, e.g. 'weight', 'bias', 'gradBias'. */
+  readonly field: string;
+  /** `<contract name>.weight` / `.bias` for those two fields of a mapped conv/Linear, else null. */
+  readonly contractName: string | null;
+  readonly shape: readonly number[];
+  readonly strides: readonly number[];
+  /** 0-based element offset into the storage. */
+  readonly offset: number;
+  /** True only when all of the storage's elements were in the file. */
+  readonly dataRead: boolean;
+  /** Elements the storage declares (null: the file ended before the count). */
+  readonly storageDeclaredLength: number | null;
+}
+
+/** A conv/Linear/fixed affine reached before the end of the file. */
+export interface PrefixModule {
+  /** Path in the checkpoint, in the layout table's notation (`scoreBranch[2]`). */
+  readonly torchPath: string;
+  readonly typename: string;
+  /** Contract layer name from the layout table (`score.fc1`); null when no row covers the module. */
+  readonly contractName: string | null;
+  /** False when the end of the file cut the module's fields short. */
+  readonly complete: boolean;
+  /** Its tensor fields that were reached, in file order. */
+  readonly tensors: readonly PrefixTensor[];
+  /** `<contractName>.weight` / `.bias` whose data was not read (header missing or storage cut). */
+  readonly missing: readonly string[];
+}
+
+export interface PrefixDescription {
+  readonly source: string;
+  /** Where the file ends (its length in bytes). */
+  readonly endOffset: number;
+  readonly complete: boolean;
+  /** When not complete: the ERR_WEIGHTS the strict reader gives (what the file ends in, and where). */
+  readonly error?: FoveaError;
+  /** The model's class, or null when it was not reached. */
+  readonly model: string | null;
+  /** The checkpoint's `config` table when it was read completely, else null. */
+  readonly config: Record<string, T7Value> | null;
+  /** Mapped modules in layout-table order, then unmapped parameterised ones in file order. */
+  readonly modules: readonly PrefixModule[];
+}
+
+/** `.modules` of a container as far as it was read (no errors: the tree may be cut). */
+function prefixChildren(m: T7Value | undefined): T7Object[] {
+  const mods = isModule(m) ? m.get('modules') : undefined;
+  return Array.isArray(mods) ? mods.filter(isModule) : [];
+}
+
+/** The convs/Linears of a module in order, nested Sequentials flattened (as chain() does). */
+function prefixLayers(m: T7Object | undefined, path: string, out: Array<[T7Object, string]> = []): Array<[T7Object, string]> {
+  if (m === undefined) return out;
+  if (CONVS.has(m.typename) || LINEARS.has(m.typename)) out.push([m, path]);
+  else if (m.typename === 'nn.Sequential') prefixChildren(m).forEach((c, i) => prefixLayers(c, `${path}[${i + 1}]`, out));
+  return out;
+}
+
+/** Contract layer names of the convs/Linears one layout row covers, as far as the tree was read. */
+function prefixRowLayers(m: T7Object, row: Row, complete: (o: object) => boolean): Array<[T7Object, string, string]> {
+  const named = (layers: Array<[T7Object, string]>, name: (i: number) => string): Array<[T7Object, string, string]> =>
+    layers.map(([l, p], i) => [l, p, name(i)]);
+  switch (row.kind) {
+    case 'layer':
+    case 'linearAsConv':
+    case 'convThenAffine':
+      return named(prefixLayers(m, row.path).slice(0, 1), () => row.name);
+    case 'refineNet':
+      return named(prefixLayers(m, row.path), (i) => `${row.name}.conv_${'abc'[i] ?? i}`);
+    case 'resLayer':
+      return prefixChildren(m).flatMap((block, j) => {
+        const at = `${row.path}[${j + 1}]`;
+        const concat = prefixChildren(block)[0];
+        const [main, shortcut] = prefixChildren(concat);
+        return [
+          ...named(prefixLayers(main, `${at}[1][1]`), (i) => `${row.name}.${j}.conv${i + 1}`),
+          ...named(prefixLayers(shortcut, `${at}[1][2]`).slice(0, 1), () => `${row.name}.${j}.downsample`),
+        ];
+      });
+    case 'lastConv': {
+      // The last conv is only known when the whole list was read.
+      const mods = m.get('modules');
+      if (!Array.isArray(mods) || !complete(mods)) return [];
+      const kids = prefixChildren(m);
+      const at = kids.map((c) => CONVS.has(c.typename)).lastIndexOf(true);
+      return at < 0 ? [] : [[kids[at]!, `${row.path}[${at + 1}]`, row.name]];
+    }
+    default:
+      return [];
+  }
+}
+
+/** Resolves a layout path, or undefined when the file ended before it. */
+function prefixResolve(root: T7Object, path: string): T7Object | undefined {
+  try {
+    return resolve(root, path);
+  } catch (err) {
+    if (err instanceof FoveaError) return undefined;
+    throw err;
+  }
+}
+
+/**
+ * What a Torch7 checkpoint that may end early holds, mapped onto the naming
+ * contract: for every conv/Linear/fixed affine reached, its Torch module path,
+ * the contract layer it maps to (through the same layout table as convertT7;
+ * DeepMask and SharpMask), and the headers of the tensors read. A tensor whose
+ * storage the file cut off is reported with dataRead false, and a weight or
+ * bias never reached is listed in `missing`: nothing is claimed that the file
+ * does not hold. A complete file is described too. A malformed (not merely
+ * truncated) file still throws ERR_WEIGHTS.
+ */
+export function describeT7Prefix(input: Uint8Array | string, options: ConvertOptions = {}): PrefixDescription {
+  const source = options.source ?? (typeof input === 'string' ? input : 'checkpoint');
+  const bytes = typeof input === 'string' ? fs.readFileSync(input) : input;
+  const read = readT7Prefix(bytes, { longSize: 'auto' });
+  const complete = (o: object): boolean => !read.incomplete.has(o);
+  const top = read.value;
+  const modelValue = top instanceof Map ? top.get('model') : top;
+  const model = isModule(modelValue) ? modelValue : null;
+  const configValue = top instanceof Map ? top.get('config') : undefined;
+  const config =
+    configValue instanceof Map && complete(configValue)
+      ? Object.fromEntries([...configValue].filter(([k]) => typeof k === 'string'))
+      : null;
+
+  const modules: PrefixModule[] = [];
+  const seen = new Set<T7Object>();
+  const describe = (m: T7Object, torchPath: string, contractName: string | null): void => {
+    seen.add(m);
+    const tensors: PrefixTensor[] = [];
+    if (m.fields instanceof Map) {
+      for (const [key, v] of m.fields) {
+        if (typeof key !== 'string' || !(v instanceof T7Tensor)) continue;
+        const named = contractName !== null && (key === 'weight' || key === 'bias') && !AFFINES.has(m.typename);
+        tensors.push({
+          field: key,
+          contractName: named ? `${contractName}.${key}` : null,
+          shape: [...v.shape],
+          strides: [...v.strides],
+          offset: v.offset,
+          dataRead: v.storage === null ? v.numel === 0 : !v.storage.truncated,
+          storageDeclaredLength: v.storage === null ? 0 : v.storage.declaredLength,
+        });
+      }
+    }
+    const missing =
+      contractName === null || AFFINES.has(m.typename)
+        ? []
+        : ['weight', 'bias']
+            .filter((k) => !tensors.some((t) => t.field === k && t.dataRead))
+            // A bias-less conv in a complete module: the converter emits zeros, nothing is missing.
+            .filter((k) => !(k === 'bias' && complete(m) && m.get('bias') === null))
+            .map((k) => `${contractName}.${k}`);
+    modules.push({ torchPath, typename: m.typename, contractName, complete: complete(m), tensors, missing });
+  };
+
+  if (model !== null) {
+    const layout = model.typename === 'nn.DeepMask' ? LAYOUT_DEEPMASK : model.typename === 'nn.SharpMask' ? LAYOUT_SHARPMASK : [];
+    for (const row of layout) {
+      const m = prefixResolve(model, row.path);
+      if (m === undefined) continue;
+      for (const [layer, path, name] of prefixRowLayers(m, row, complete)) if (!seen.has(layer)) describe(layer, path, name);
+    }
+    // Anything else with parameters that was reached: reported, not mapped.
+    const visited = new Set<object>();
+    const walk = (v: T7Value | undefined, path: string): void => {
+      if (v === null || v === undefined || typeof v !== 'object' || v instanceof Uint8Array || visited.has(v)) return;
+      visited.add(v);
+      if (v instanceof T7Object) {
+        const params = CONVS.has(v.typename) || LINEARS.has(v.typename) || AFFINES.has(v.typename);
+        if (params && !seen.has(v)) describe(v, path, null);
+        if (v.fields instanceof Map) for (const [k, x] of v.fields) walk(x, k === 'modules' ? path : `${path}.${String(k)}`);
+        else walk(v.fields, path);
+      } else if (Array.isArray(v)) {
+        v.forEach((x, i) => walk(x, `${path}[${i + 1}]`));
+      } else if (v instanceof Map) {
+        for (const [k, x] of v) walk(x, `${path}{${String(k)}}`);
+      }
+    };
+    if (model.fields instanceof Map) for (const [k, x] of model.fields) walk(x, String(k));
+  }
+  return {
+    source,
+    endOffset: read.endOffset,
+    complete: read.complete,
+    ...(read.error !== undefined ? { error: read.error } : {}),
+    model: model?.typename ?? null,
+    config,
+    modules,
+  };
 }

@@ -3,6 +3,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { convertFile, convertT7 } from '../lib/convert';
+import { describeT7Prefix } from '../lib/convert';
 import { inspectModel } from '../lib/model';
 import { FoveaError } from '../lib/errors';
 import { CONFIG_METADATA_KEY, readSafetensors } from '../lib/safetensors';
@@ -154,6 +155,82 @@ describe('convert: truncated real checkpoint', () => {
   itShared('fails with ERR_WEIGHTS naming where the file ends', 't7/deepmask-truncated/model.t7', (file) => {
     const size = fs.statSync(file).size;
     expectWeightsError(() => convertT7(file), new RegExp(`file ends at byte ${size}\\b.*torch\\.CudaStorage declares 526337 elements.*at byte 1300`));
+  });
+});
+
+describe('convert: what the truncated real checkpoint still holds (describeT7Prefix)', () => {
+  itShared('its readable module tree maps onto our DeepMask: scoreBranch[2] is score.fc1, shapes agree with the contract', 't7/deepmask-truncated/model.t7', (file) => {
+    const d = describeT7Prefix(file);
+    expect(d.complete).toBe(false);
+    expect(d.endOffset).toBe(748165);
+    expect(d.error?.code).toBe('ERR_WEIGHTS');
+    expect(d.error?.message).toMatch(/torch\.CudaStorage declares 526337 elements .* \(at byte 1300\)/);
+    expect(d.model).toBe('nn.DeepMask');
+    expect(d.config).toMatchObject({ iSz: 160, oSz: 56, gSz: 112, km: 32, ks: 32 });
+    // Only one parameterised module is reached (the Dropout before it has no parameters).
+    expect(d.modules).toHaveLength(1);
+    const [fc1] = d.modules;
+    expect(fc1).toMatchObject({ torchPath: 'scoreBranch[2]', typename: 'nn.Linear', contractName: 'score.fc1', complete: false });
+    // The file ends inside the Linear's FIRST field, gradBias: its header is read, its data is not,
+    // and weight/bias come after the cut, so nothing is claimed for them.
+    expect(fc1!.tensors).toEqual([
+      { field: 'gradBias', contractName: null, shape: [1024], strides: [1], offset: 524288, dataRead: false, storageDeclaredLength: 526337 },
+    ]);
+    expect(fc1!.missing).toEqual(['score.fc1.weight', 'score.fc1.bias']);
+
+    // Released contract shapes, from `python3 tools/reference/export.py --describe deepmask-resnet50`
+    // (NAMING.md: score.fc1 is [H, D], score.fc2 is [1, H], H = score_hidden = 1024, D = embed_dim = 512):
+    //   score.fc1.weight [1024, 512], score.fc1.bias [1024], score.fc2.weight [1, 1024], score.fc2.bias [1].
+    const H = 1024;
+    const D = 512;
+    // nn.Linear's gradBias has the bias's shape: the Linear has H outputs, as score.fc1.bias [1024].
+    expect(fc1!.tensors[0]!.shape).toEqual([H]);
+    // The storage is the score branch's flattened gradParameters (torch getParameters): gradBias sits
+    // after score.fc1's [1024, 512] gradWeight, and the storage holds exactly the contract's score.fc1
+    // and score.fc2 element counts. So the [1024, 512] weight is consistent with the file, though its
+    // header is never read (it is not reported as read above).
+    expect(fc1!.tensors[0]!.offset).toBe(H * D);
+    expect(fc1!.tensors[0]!.storageDeclaredLength).toBe(H * D + H + 1 * H + 1);
+  });
+
+  itShared('the strict convert still refuses it with ERR_WEIGHTS naming where the file ends', 't7/deepmask-truncated/model.t7', (file) => {
+    expectWeightsError(() => convertT7(file), /\(file ends at byte 748165\) cannot be read: .*at byte 1300/);
+  });
+
+  it('a synthetic DeepMask cut inside score.fc1: fc1 header-only, what precedes the cut fully read, nothing after it', () => {
+    const { tree } = deepmask();
+    const bytes = writeT7(tree);
+    const full = describeT7Prefix(bytes);
+    expect(full.complete).toBe(true);
+    const contract = contractShapes(false);
+    // Complete file: every mapped weight/bias is read and has the contract's shape.
+    const named = full.modules.flatMap((m) => m.tensors.filter((t) => t.contractName !== null));
+    for (const t of named) expect(t.shape, t.contractName!).toEqual(t.contractName!.startsWith('trunk.embed.weight') ? [D, P * 100] : contract.get(t.contractName!));
+    expect(full.modules.flatMap((m) => m.missing)).toEqual([]);
+    const names = new Set(named.map((t) => t.contractName));
+    for (const n of ['trunk.conv1.weight', 'trunk.layer3.5.conv3.weight', 'trunk.layer1.0.downsample.weight', 'mask.fc.bias', 'score.fc1.weight', 'score.fc2.bias']) {
+      expect(names.has(n), n).toBe(true);
+    }
+    // Cut in the middle of score.fc1's weight data, given values no other tensor has so that its bytes can be found.
+    const scoreBranch = ((tree as { model: W7Torch }).model.fields as Record<string, W7Torch>)['scoreBranch']!;
+    const fc1 = (scoreBranch.fields as { modules: W7Torch[] }).modules[1]!;
+    const data = Float32Array.from({ length: H * D }, (_, i) => 1000 + i);
+    (fc1.fields as Record<string, W7Value>)['weight'] = W7Tensor.of([H, D], data, 'torch.CudaTensor');
+    const cutBytes = writeT7(tree);
+    const at = Buffer.from(cutBytes).indexOf(Buffer.from(data.buffer, data.byteOffset, data.byteLength));
+    expect(at).toBeGreaterThan(0);
+    const cut = describeT7Prefix(cutBytes.subarray(0, at + 8));
+    expect(cut.complete).toBe(false);
+    expect(cut.endOffset).toBe(at + 8);
+    const fc1Desc = cut.modules.find((m) => m.contractName === 'score.fc1')!;
+    expect(fc1Desc.tensors.find((t) => t.field === 'weight')).toMatchObject({ contractName: 'score.fc1.weight', shape: [H, D], dataRead: false });
+    expect(fc1Desc.missing).toEqual(['score.fc1.weight', 'score.fc1.bias']);
+    expect(cut.modules.some((m) => m.contractName === 'score.fc2')).toBe(false);
+    // Everything mapped before the cut (the trunk, mask.fc) is there, fully read.
+    const before = (d: typeof full): Array<[string | null, readonly string[]]> =>
+      d.modules.filter((m) => m.contractName !== null && !m.contractName.startsWith('score.')).map((m) => [m.contractName, m.missing]);
+    expect(before(cut)).toEqual(before(full).map(([n]) => [n, []]));
+    expect(before(cut).length).toBeGreaterThan(40);
   });
 });
 
