@@ -3,7 +3,6 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { FoveaError } from '../lib/errors';
 import {
   bfloat16ToFloat32,
   CONFIG_METADATA_KEY,
@@ -19,19 +18,13 @@ import {
   type SafetensorsWriteTensor,
 } from '../lib/safetensors';
 
+import { expectFoveaError } from './expect-error';
+
 const FIXTURES = path.join(__dirname, 'fixtures', 'safetensors');
 
 function expectWeightsError(fn: () => unknown, message?: RegExp): void {
-  let caught: unknown;
-  try {
-    fn();
-  } catch (err) {
-    caught = err;
-  }
-  expect(caught, 'expected a FoveaError').toBeInstanceOf(FoveaError);
-  expect((caught as FoveaError).code).toBe('ERR_WEIGHTS');
-  expect((caught as FoveaError).message).toMatch(/^safetensors: /);
-  if (message) expect((caught as FoveaError).message).toMatch(message);
+  const e = expectFoveaError(fn, 'ERR_WEIGHTS', message);
+  expect(e.message).toMatch(/^safetensors: /);
 }
 
 /** 8-byte length + header text + data, with no padding or checks: for hostile files. */

@@ -14,6 +14,7 @@ import {
   type T7Table,
   type T7Value,
 } from '../lib/t7';
+import { expectFoveaError } from './expect-error';
 import { SHARED_FIXTURES, itShared as itSharedFixture } from './shared-fixtures';
 
 // Small upstream files committed with the tests (see test/fixtures/README.md).
@@ -28,17 +29,8 @@ function local(rel: string): Buffer {
 
 
 function expectWeightsError(fn: () => unknown, message?: RegExp): FoveaError {
-  let caught: unknown;
-  try {
-    fn();
-  } catch (err) {
-    caught = err;
-  }
-  expect(caught, 'expected a FoveaError').toBeInstanceOf(FoveaError);
-  const e = caught as FoveaError;
-  expect(e.code).toBe('ERR_WEIGHTS');
+  const e = expectFoveaError(fn, 'ERR_WEIGHTS', message);
   expect(e.message).toMatch(/at byte \d+|nested too deeply/);
-  if (message) expect(e.message).toMatch(message);
   return e;
 }
 
