@@ -54,5 +54,12 @@
     'fovea_bench_sources': [
       'native/bench/bench_main.cc',
     ],
+    # libFuzzer targets (CMake -DFOVEA_FUZZ=ON, clang only): one executable
+    # per file, fuzz_<name>.cc -> fovea_fuzz_<name>.
+    'fovea_fuzz_sources': [
+      'native/fuzz/fuzz_safetensors.cc',
+      'native/fuzz/fuzz_json.cc',
+      'native/fuzz/fuzz_config.cc',
+    ],
   },
 }
