@@ -125,9 +125,11 @@ void JsonReader::open(char c) {
 void JsonReader::begin_object() { open('{'); }
 void JsonReader::begin_array() { open('['); }
 
-bool JsonReader::next_key(std::string & key) {
+// Shared by objects and arrays: consumes the closing bracket (returning
+// false) or the comma before every member but the first.
+bool JsonReader::next_member(char close) {
     skip_ws();
-    if (pos_ < text_.size() && text_[pos_] == '}') {
+    if (pos_ < text_.size() && text_[pos_] == close) {
         pos_++;
         first_.pop_back();
         return false;
@@ -135,30 +137,21 @@ bool JsonReader::next_key(std::string & key) {
     if (!first_.back()) {
         expect_char(',');
         skip_ws();
-        if (pos_ < text_.size() && text_[pos_] == '}') fail("trailing comma");
+        if (pos_ < text_.size() && text_[pos_] == close) fail("trailing comma");
     }
     first_.back() = false;
+    return true;
+}
+
+bool JsonReader::next_key(std::string & key) {
+    if (!next_member('}')) return false;
     if (peek() != Type::String) fail("expected a string key");
     key = read_string();
     expect_char(':');
     return true;
 }
 
-bool JsonReader::next_element() {
-    skip_ws();
-    if (pos_ < text_.size() && text_[pos_] == ']') {
-        pos_++;
-        first_.pop_back();
-        return false;
-    }
-    if (!first_.back()) {
-        expect_char(',');
-        skip_ws();
-        if (pos_ < text_.size() && text_[pos_] == ']') fail("trailing comma");
-    }
-    first_.back() = false;
-    return true;
-}
+bool JsonReader::next_element() { return next_member(']'); }
 
 uint32_t JsonReader::read_hex4() {
     if (text_.size() - pos_ < 4) fail("truncated \\u escape");

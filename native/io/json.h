@@ -76,6 +76,7 @@ class JsonReader {
     void skip_ws();
     void expect_char(char c);
     void open(char c);
+    bool next_member(char close);
     void append_utf8(std::string & out, uint32_t cp) const;
     uint32_t read_hex4();
     void copy_utf8_sequence(std::string & out);
