@@ -60,8 +60,8 @@ const Kernel * kernel_avx512() {
     // ResNet-50 224 layers (2 threads, Zen 4, best of 3 on a noisy VM): 6%
     // faster in geometric mean, 4-6% on layer4, within noise on the layer3
     // and stride-2 3x3s. Row counts not divisible by 6 end in a 2- or 4-row
-    // edge tile (no wasted FMAs). A B block of 256 x 384 (384 KB) stays in a 1 MB L2, an
-    // A slice (6 KB) in L1.
+    // edge tile (no wasted FMAs). A B block of 256 x 384 (384 KB) stays in a
+    // 1 MB L2, an A slice (6 KB) in L1.
     static const Kernel k = make_kernel<Avx512, 6, 4>(CpuIsa::Avx512, 256, 384);
     return &k;
 }
