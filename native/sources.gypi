@@ -31,6 +31,8 @@
       'native/models/deepmask.cc',
       'native/models/sharpmask.cc',
       'native/models/multipathnet.cc',
+      'native/pipeline/masks.cc',
+      'native/pipeline/pipeline.cc',
     ],
     'fovea_cuda_sources': [
       'native/cuda/device.cu',
@@ -40,6 +42,7 @@
       'native/addon/info.cc',
       'native/addon/model_binding.cc',
       'native/addon/ops_binding.cc',
+      'native/addon/segmenter.cc',
     ],
     'fovea_test_sources': [
       'native/test/harness.cc',

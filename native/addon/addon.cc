@@ -22,6 +22,7 @@ static Napi::Object init(Napi::Env env, Napi::Object exports) {
     fovea::addon::init_info(env, exports);
     fovea::addon::init_ops(env, exports);
     fovea::addon::init_models(env, exports);
+    fovea::addon::init_segmenter(env, exports);
     return exports;
 }
 

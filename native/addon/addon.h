@@ -15,5 +15,6 @@ Napi::Error make_error(Napi::Env env, const std::exception & e);
 Napi::Object init_info(Napi::Env env, Napi::Object exports);
 Napi::Object init_ops(Napi::Env env, Napi::Object exports);
 Napi::Object init_models(Napi::Env env, Napi::Object exports);
+Napi::Object init_segmenter(Napi::Env env, Napi::Object exports);
 
 }  // namespace fovea::addon

@@ -140,6 +140,14 @@ Shape resize_output_shape(const Tensor & x, const ResizeParams & p) {
     return {x.dim(0), x.dim(1), p.out_h, p.out_w};
 }
 
+Shape image_scale_output_shape(const Tensor & x, int64_t out_h, int64_t out_w) {
+    check_f32(x, "image_scale", "input", 4);
+    FOVEA_CHECK_OPTIONS(out_h >= 1 && out_w >= 1 && out_h <= (1 << 20) && out_w <= (1 << 20),
+                        "image_scale: output size must be in [1, 2^20], got " << out_h << "x" << out_w);
+    FOVEA_CHECK_INPUT(x.dim(2) >= 1 && x.dim(3) >= 1, "image_scale: empty input " << shape_str(x.shape()));
+    return {x.dim(0), x.dim(1), out_h, out_w};
+}
+
 Shape upsample_nearest_output_shape(const Tensor & x, int factor) {
     check_f32(x, "upsample_nearest", "input", 4);
     FOVEA_CHECK_OPTIONS(factor >= 1 && factor <= 64, "upsample_nearest: factor must be in [1, 64], got " << factor);

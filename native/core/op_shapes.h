@@ -20,6 +20,7 @@ Shape pool2d_output_shape(const Tensor & x, const Pool2dParams & p, const char *
 // Returns the axis normalised to [0, ndim).
 int softmax_axis(const Tensor & x, int axis);
 Shape resize_output_shape(const Tensor & x, const ResizeParams & p);
+Shape image_scale_output_shape(const Tensor & x, int64_t out_h, int64_t out_w);
 Shape upsample_nearest_output_shape(const Tensor & x, int factor);
 Shape pad2d_output_shape(const Tensor & x, const Pad2dParams & p);
 // Returns the axis normalised to [0, ndim).

@@ -128,6 +128,11 @@ class Backend {
 
     // x: [N,C,H,W] -> [N,C,out_h,out_w], bilinear.
     virtual Tensor resize_bilinear(const Tensor & x, const ResizeParams & p) = 0;
+    // torch/image image.scale(x, out_w, out_h, 'bilinear'): separable, width
+    // first; per axis align-corners linear when growing (last sample copied),
+    // area average with fractional edge weights when shrinking, copy when
+    // equal. DeepMask's mask pasting and MultiPathNet's input scaling.
+    virtual Tensor image_scale(const Tensor & x, int64_t out_h, int64_t out_w) = 0;
     // Nearest-neighbour upsampling by an integer factor (nn.SpatialUpSamplingNearest).
     virtual Tensor upsample_nearest(const Tensor & x, int factor) = 0;
 

@@ -25,6 +25,9 @@ class CpuBackend final : public Backend {
     Tensor sigmoid(const Tensor & x) override { return cpu::sigmoid(x); }
     Tensor softmax(const Tensor & x, int axis) override { return cpu::softmax(x, axis); }
     Tensor resize_bilinear(const Tensor & x, const ResizeParams & p) override { return cpu::resize_bilinear(x, p); }
+    Tensor image_scale(const Tensor & x, int64_t out_h, int64_t out_w) override {
+        return cpu::image_scale(x, out_h, out_w);
+    }
     Tensor upsample_nearest(const Tensor & x, int factor) override { return cpu::upsample_nearest(x, factor); }
     Tensor pad2d(const Tensor & x, const Pad2dParams & p) override { return cpu::pad2d(x, p); }
     Tensor concat(const std::vector<Tensor> & xs, int axis) override { return cpu::concat(xs, axis); }

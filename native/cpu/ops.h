@@ -17,6 +17,7 @@ Tensor relu(const Tensor & x);                                                  
 Tensor sigmoid(const Tensor & x);                                                                 // activation.cc
 Tensor softmax(const Tensor & x, int axis);                                                       // activation.cc
 Tensor resize_bilinear(const Tensor & x, const ResizeParams & p);                                 // resize.cc
+Tensor image_scale(const Tensor & x, int64_t out_h, int64_t out_w);                             // resize.cc
 Tensor upsample_nearest(const Tensor & x, int factor);                                            // resize.cc
 Tensor pad2d(const Tensor & x, const Pad2dParams & p);                                          // pad.cc
 Tensor concat(const std::vector<Tensor> & xs, int axis);                                          // elementwise.cc
@@ -27,5 +28,23 @@ Tensor roi_max_pool(const Tensor & x, const Tensor & rois, const RoiPoolParams &
 Tensor roi_align(const Tensor & x, const Tensor & rois, const Tensor & batch_indices,
                  const RoiAlignParams & p);                                                       // roi.cc
 std::vector<int64_t> nms(const Tensor & boxes, const Tensor & scores, const NmsParams & p);       // nms.cc
+
+// torch image.scale along one axis: out[o] = sum_k weights[offset[o] + k] *
+// in[first[o] + k] / norm[o], k < offset[o + 1] - offset[o].
+struct ImageScaleAxis {
+    ImageScaleAxis(int64_t in, int64_t out);
+    std::vector<int32_t> first;
+    std::vector<int64_t> offset;
+    std::vector<float> weights;
+    std::vector<float> norm;
+};
+
+// One plane through image.scale, computing only output rows [row_begin,
+// row_end) and columns [col_begin, col_end) into `out` (rows x cols, packed);
+// tmp holds in_h * (col_end - col_begin) floats. Mask pasting uses the
+// window to skip the parts of a mask that fall outside the image.
+void image_scale_plane(const float * in, int64_t in_h, int64_t in_w, const ImageScaleAxis & ay,
+                       const ImageScaleAxis & ax, int64_t row_begin, int64_t row_end, int64_t col_begin,
+                       int64_t col_end, float * out, float * tmp);
 
 }  // namespace fovea::cpu

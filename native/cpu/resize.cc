@@ -1,4 +1,5 @@
-// Bilinear resize (ONNX Resize mode "linear", no antialias) and integer
+// Bilinear resize (ONNX Resize mode "linear", no antialias), torch/image's
+// image.scale (linear when growing, area average when shrinking) and integer
 // nearest-neighbour upsampling (Torch7 nn.SpatialUpSamplingNearest).
 #include <algorithm>
 #include <cstring>
@@ -133,6 +134,110 @@ Tensor resize_bilinear(const Tensor & x, const ResizeParams & p) {
     parallel_for(shape[0] * shape[1], std::max<int64_t>(1, kGrain / out_plane), [&](int64_t lo, int64_t hi) {
         std::vector<float> cache(size_t(2 * g.ow));
         run_isa<ResizeKernel>(isa, xp + lo * in_plane, yp + lo * out_plane, hi - lo, &g, cache.data());
+    });
+    return y;
+}
+
+ImageScaleAxis::ImageScaleAxis(int64_t in, int64_t out) {
+    FOVEA_CHECK_OPTIONS(in >= 1 && out >= 1 && in < (int64_t(1) << 31) && out < (int64_t(1) << 31),
+                        "image_scale: sizes must be in [1, 2^31), got " << in << " -> " << out);
+    first.resize(size_t(out));
+    offset.resize(size_t(out) + 1);
+    norm.resize(size_t(out));
+    // torch/image generic/image.c scaleLinear_rowcol, in float32 as there.
+    for (int64_t o = 0; o < out; o++) {
+        offset[size_t(o)] = int64_t(weights.size());
+        float n = 1.0f;
+        if (out > in) {
+            if (o == out - 1 || in == 1) {
+                first[size_t(o)] = int32_t(o == out - 1 ? in - 1 : 0);
+                weights.push_back(1.0f);
+            } else {
+                const float scale = float(in - 1) / float(out - 1);
+                float f = float(o) * scale;
+                int64_t i = int64_t(f);
+                f -= float(i);
+                // Rounding can put the position on the last sample, whose
+                // right neighbour does not exist (its weight is 0 there).
+                if (i >= in - 1) {
+                    i = in - 2;
+                    f = 1.0f;
+                }
+                first[size_t(o)] = int32_t(i);
+                weights.push_back(1.0f - f);
+                weights.push_back(f);
+            }
+        } else if (out < in) {
+            const float scale = float(in) / float(out);
+            float f0 = float(o) * scale, f1 = float(o + 1) * scale;
+            int64_t i0 = int64_t(f0), i1 = int64_t(f1);
+            f0 -= float(i0);
+            f1 -= float(i1);
+            first[size_t(o)] = int32_t(i0);
+            weights.push_back(1.0f - f0);
+            n = 1.0f - f0;
+            for (int64_t i = i0 + 1; i < i1; i++) {
+                weights.push_back(1.0f);
+                n += 1.0f;
+            }
+            if (i1 < in) {
+                weights.push_back(f1);
+                n += f1;
+            }
+        } else {
+            first[size_t(o)] = int32_t(o);
+            weights.push_back(1.0f);
+        }
+        norm[size_t(o)] = n;
+    }
+    offset[size_t(out)] = int64_t(weights.size());
+}
+
+void image_scale_plane(const float * in, int64_t in_h, int64_t in_w, const ImageScaleAxis & ay,
+                       const ImageScaleAxis & ax, int64_t row_begin, int64_t row_end, int64_t col_begin,
+                       int64_t col_end, float * out, float * tmp) {
+    const int64_t cols = col_end - col_begin;
+    // Width pass over every input row, only for the wanted output columns.
+    for (int64_t r = 0; r < in_h; r++) {
+        const float * src = in + r * in_w;
+        float * dst = tmp + r * cols;
+        for (int64_t c = col_begin; c < col_end; c++) {
+            const float * w = ax.weights.data() + ax.offset[size_t(c)];
+            const int64_t taps = ax.offset[size_t(c) + 1] - ax.offset[size_t(c)];
+            const float * s = src + ax.first[size_t(c)];
+            float acc = 0.0f;
+            for (int64_t k = 0; k < taps; k++) acc += w[k] * s[k];
+            dst[c - col_begin] = acc / ax.norm[size_t(c)];
+        }
+    }
+    // Height pass.
+    for (int64_t r = row_begin; r < row_end; r++) {
+        const float * w = ay.weights.data() + ay.offset[size_t(r)];
+        const int64_t taps = ay.offset[size_t(r) + 1] - ay.offset[size_t(r)];
+        const float * s = tmp + int64_t(ay.first[size_t(r)]) * cols;
+        float * dst = out + (r - row_begin) * cols;
+        const float norm = ay.norm[size_t(r)];
+        for (int64_t c = 0; c < cols; c++) {
+            float acc = 0.0f;
+            for (int64_t k = 0; k < taps; k++) acc += w[k] * s[k * cols + c];
+            dst[c] = acc / norm;
+        }
+    }
+}
+
+Tensor image_scale(const Tensor & x, int64_t out_h, int64_t out_w) {
+    Shape shape = image_scale_output_shape(x, out_h, out_w);
+    check_host(x, "image_scale");
+    Tensor y = Tensor::empty(shape);
+    const int64_t h = x.dim(2), w = x.dim(3);
+    const ImageScaleAxis ay(h, out_h), ax(w, out_w);
+    const float * xp = x.f32();
+    float * yp = y.f32();
+    parallel_for(shape[0] * shape[1], std::max<int64_t>(1, kGrain / (out_h * out_w)), [&](int64_t lo, int64_t hi) {
+        std::vector<float> tmp(size_t(h * out_w));
+        for (int64_t p = lo; p < hi; p++) {
+            image_scale_plane(xp + p * h * w, h, w, ay, ax, 0, out_h, 0, out_w, yp + p * out_h * out_w, tmp.data());
+        }
     });
     return y;
 }
