@@ -4,3 +4,6 @@ export type { CudaDeviceInfo } from './native';
 export { inspectModel, type ModelSummary } from './model';
 export { decodeMask, encodeMask, maskArea, maskIou, maskToBox, type Bitmap, type Rle } from './rle';
 export { decodeImage, type DecodeOptions, type ImageInput, type RawImage, type RgbImage } from './image';
+export { instanceColor, maskToPng, renderOverlay, type MaskPngOptions, type OverlayInstance, type OverlayOptions, type Rgb, type Rgba } from './render';
+export { segment, createSegmenter, Segmenter, type Instance, type SegmentResult, type StreamOptions, type Timings } from './segment';
+export type { SegmentOptions, SegmenterOptions, Mode, DeviceSpec, ProgressEvent, Stage } from './options';
