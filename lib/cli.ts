@@ -4,6 +4,7 @@ import { convertFile } from './convert';
 import { FoveaError } from './errors';
 import { formatInfo, info, version } from './info';
 import { inspectModel } from './model';
+import { segmentCommand, type SegmentCommandOptions } from './cli-segment';
 
 function fail(err: unknown): never {
   if (err instanceof FoveaError) {
@@ -45,6 +46,28 @@ program
     if (dtype === undefined) throw new FoveaError('ERR_OPTIONS', `--dtype must be f32, f16 or bf16, got ${opts.dtype}`);
     const { tensors, config } = convertFile(input, output, { dtype });
     process.stdout.write(`${output}: ${String(config['architecture'])}, ${tensors.size} tensors (${opts.dtype})\n`);
+  });
+
+program
+  .command('segment <images...>')
+  .description('segment images (files or folders of images): one JSON per image, optional overlays and COCO results')
+  .option('--model <file>', 'proposal model (SharpMask/DeepMask .safetensors; default: the embedded model)')
+  .option('--classifier <file>', "classifier (MultiPathNet .safetensors), or 'none'")
+  .option('--device <device>', 'auto, cpu, cuda or cuda:N', 'auto')
+  .option('--mode <mode>', "'instances' (classified) or 'proposals' (class-agnostic)")
+  .option('--out <dir>', 'folder for the outputs', '.')
+  .option('--json', 'print each result as one JSON line instead of a summary')
+  .option('--overlay', 'also write <name>.overlay.png with masks, boxes and labels drawn')
+  .option('--coco <file>', 'also write all results as a COCO results JSON file')
+  .option('--max-proposals <n>', 'proposals taken from the score maps (default 100)')
+  .option('--max-detections <n>', 'instances kept per image (default 100)')
+  .option('--score-threshold <p>', 'minimum score (default 0.5 instances, 0 proposals)')
+  .option('--nms-threshold <iou>', 'NMS IoU threshold (default 0.3 instances, off for proposals)')
+  .option('--mask-threshold <p>', 'mask probability threshold (default 0.2)')
+  .option('--max-side <px>', 'shrink larger images to this side for the proposal stage (default 600; 0 = never)')
+  .option('--concurrency <n>', 'images decoded ahead of the one running', '2')
+  .action(async (images: string[], opts: SegmentCommandOptions) => {
+    process.exitCode = await segmentCommand(images, opts);
   });
 
 program.parseAsync(process.argv).catch(fail);
