@@ -53,6 +53,7 @@
       'native/test/test_models_deepmask.cc',
       'native/test/fixtures.cc',
       'native/test/test_models_multipathnet.cc',
+      'native/test/test_pipeline.cc',
     ],
     'fovea_bench_sources': [
       'native/bench/bench_main.cc',
