@@ -14,6 +14,7 @@ import { DEFAULT_MODEL } from '../lib/options';
 import { decodeMask, maskToBox } from '../lib/rle';
 import { createSegmenter, segment, type SegmentResult, type Segmenter } from '../lib/segment';
 import { expectFoveaRejection } from './expect-error';
+import { SHARED_FIXTURES, itShared } from './shared-fixtures';
 
 const golden = path.join(__dirname, 'fixtures', 'golden');
 const sharpmaskFile = path.join(golden, 'sharpmask-resnet18-d16.safetensors');
@@ -234,6 +235,45 @@ describe('options and errors', () => {
     } else {
       await expectFoveaRejection(createSegmenter(), 'ERR_WEIGHTS', /embedded default model/);
     }
+  });
+});
+
+describe('odd and broken image files', () => {
+  // Each gives a result (decodable oddities) or ERR_INPUT (broken or over the
+  // pixel limit), never a crash; the Segmenter keeps working afterwards.
+  const expected: Record<string, 'ok' | 'ERR_INPUT'> = {
+    'pillow/hopper_gray.jpg': 'ok',
+    'sharp/65536-uint32-limit.png': 'ERR_INPUT',
+    'sharp/Channel_digital_image_CMYK_color_no_profile.jpg': 'ok',
+    'sharp/bggn4a16.png': 'ok',
+    'sharp/corrupt-header.jpg': 'ERR_INPUT',
+    'sharp/rotating-squares.gif': 'ok',
+    'sharp/tbgn2c16.png': 'ok',
+    'sharp/truncated.jpg': 'ERR_INPUT',
+    'sharp/with-alpha.png': 'ok',
+    'torch-image/corrupt-ihdr.png': 'ERR_INPUT',
+    'torch-image/gray16-1x2.png': 'ok',
+    'torch-image/gray3x1.png': 'ok',
+    'torch-image/rgb16-2x1.png': 'ok',
+    'torch-image/rgb2x1.png': 'ok',
+  };
+  for (const [rel, outcome] of Object.entries(expected)) {
+    itShared(`${rel}: ${outcome}`, path.join('images', 'odd', rel), async (file) => {
+      const run = seg.segment(file, { ...small, mode: 'proposals', maxSide: 200 });
+      if (outcome === 'ok') {
+        const r = await run;
+        const meta = await sharp(file).rotate().metadata();
+        expect([r.width, r.height]).toEqual([meta.autoOrient?.width ?? meta.width, meta.autoOrient?.height ?? meta.height]);
+      } else {
+        await expectFoveaRejection(run, 'ERR_INPUT');
+      }
+    });
+  }
+  it('covers every file of the odd-images folder', () => {
+    const dir = path.join(SHARED_FIXTURES, 'images', 'odd');
+    if (!fs.existsSync(dir)) return;
+    const all = fs.readdirSync(dir).flatMap((d) => fs.readdirSync(path.join(dir, d)).map((f) => `${d}/${f}`));
+    expect(all.sort()).toEqual(Object.keys(expected).sort());
   });
 });
 
