@@ -5,6 +5,7 @@ import { FoveaError } from './errors';
 import { formatInfo, info, version } from './info';
 import { inspectModel } from './model';
 import { segmentCommand, type SegmentCommandOptions } from './cli-segment';
+import { evaluate, formatEvalReport, type EvalCommandOptions } from './cli-eval';
 
 function fail(err: unknown): never {
   if (err instanceof FoveaError) {
@@ -68,6 +69,29 @@ program
   .option('--concurrency <n>', 'images decoded ahead of the one running', '2')
   .action(async (images: string[], opts: SegmentCommandOptions) => {
     process.exitCode = await segmentCommand(images, opts);
+  });
+
+program
+  .command('eval [images...]')
+  .description('COCO evaluation on annotated images: AR@10/100/1000 of proposals, or AP/AR of instances, for masks and boxes')
+  .requiredOption('--gt <instances.json>', 'COCO instances ground truth (images matched by file name)')
+  .option('--results <file>', 'evaluate this COCO results file instead of segmenting')
+  .option('--iou-type <type>', 'segm, bbox or both', 'both')
+  .option('--model <file>', 'proposal model (default: the embedded model)')
+  .option('--classifier <file>', "classifier, or 'none'")
+  .option('--device <device>', 'auto, cpu, cuda or cuda:N', 'auto')
+  .option('--mode <mode>', "'instances' or 'proposals' (default: instances when there is a classifier)")
+  .option('--max-proposals <n>', 'proposals per image (default 1000 in proposals mode, 100 otherwise)')
+  .option('--max-detections <n>', 'detections per image')
+  .option('--score-threshold <p>', 'minimum score (default 0.05 for instances)')
+  .option('--nms-threshold <iou>', 'NMS IoU threshold')
+  .option('--mask-threshold <p>', 'mask probability threshold')
+  .option('--max-side <px>', 'shrink larger images to this side for the proposal stage')
+  .option('--concurrency <n>', 'images decoded ahead of the one running', '2')
+  .option('--json', 'print the metrics as JSON')
+  .action(async (images: string[], opts: EvalCommandOptions & { json?: boolean }) => {
+    const report = await evaluate(images, opts);
+    process.stdout.write(opts.json ? `${JSON.stringify(report, null, 2)}\n` : `${formatEvalReport(report)}\n`);
   });
 
 program.parseAsync(process.argv).catch(fail);
