@@ -7,3 +7,14 @@ export { decodeImage, type DecodeOptions, type ImageInput, type RawImage, type R
 export { instanceColor, maskToPng, renderOverlay, type MaskPngOptions, type OverlayInstance, type OverlayOptions, type Rgb, type Rgba } from './render';
 export { segment, createSegmenter, Segmenter, type Instance, type SegmentResult, type StreamOptions, type Timings } from './segment';
 export type { SegmentOptions, SegmenterOptions, Mode, DeviceSpec, ProgressEvent, Stage } from './options';
+export {
+  annotationToRle,
+  evaluateCoco,
+  formatCocoStats,
+  toCocoResults,
+  type CocoAnnotation,
+  type CocoDataset,
+  type CocoEvalOptions,
+  type CocoEvalResult,
+  type CocoResult,
+} from './coco';
