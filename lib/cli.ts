@@ -6,6 +6,8 @@ import { formatInfo, info, version } from './info';
 import { inspectModel } from './model';
 import { segmentCommand, type SegmentCommandOptions } from './cli-segment';
 import { evaluate, formatEvalReport, type EvalCommandOptions } from './cli-eval';
+import { formatBench, runBench, writeBench } from './bench';
+import { segmenterOptionsFrom } from './cli-segment';
 
 function fail(err: unknown): never {
   if (err instanceof FoveaError) {
@@ -93,5 +95,53 @@ program
     const report = await evaluate(images, opts);
     process.stdout.write(opts.json ? `${JSON.stringify(report, null, 2)}\n` : `${formatEvalReport(report)}\n`);
   });
+
+program
+  .command('bench')
+  .description('benchmark segment() end to end per stage on a real photo at 640x480 and 1280x960; writes JSON and a chart')
+  .option('--model <file>', 'proposal model (default: the embedded model)')
+  .option('--classifier <file>', "classifier, or 'none'")
+  .option('--device <device>', 'auto, cpu, cuda or cuda:N', 'auto')
+  .option('--mode <mode>', "'instances' or 'proposals'")
+  .option('--sizes <list>', 'image sizes, e.g. 640x480,1280x960', '640x480,1280x960')
+  .option('--warmup <n>', 'untimed runs per size', '2')
+  .option('--repeats <n>', 'timed runs per size', '10')
+  .option('--stream <n>', 'images streamed for the throughput figure', '8')
+  .option('--out <dir>', 'folder for <name>.json/.svg/.png', 'bench/results')
+  .option('--name <name>', 'file name stem (default: cpu-e2e-<date>)')
+  .option('--json', 'print the report as JSON')
+  .action(
+    async (opts: {
+      model?: string;
+      classifier?: string;
+      device?: string;
+      mode?: string;
+      sizes: string;
+      warmup: string;
+      repeats: string;
+      stream: string;
+      out: string;
+      name?: string;
+      json?: boolean;
+    }) => {
+      const sizes = opts.sizes.split(',').map((s) => {
+        const m = /^(\d+)x(\d+)$/.exec(s.trim());
+        if (!m) throw new FoveaError('ERR_OPTIONS', `--sizes: expected WIDTHxHEIGHT, got '${s}'`);
+        return [Number(m[1]), Number(m[2])] as [number, number];
+      });
+      const { mode, ...segmenter } = segmenterOptionsFrom(opts);
+      const report = await runBench({
+        segmenter,
+        ...(mode ? { mode } : {}),
+        sizes,
+        warmup: Number(opts.warmup),
+        repeats: Number(opts.repeats),
+        streamImages: Number(opts.stream),
+      });
+      const name = opts.name ?? `${report.device.split(':')[0]}-e2e-${report.date.slice(0, 10)}`;
+      const files = await writeBench(report, opts.out, name);
+      process.stdout.write(opts.json ? `${JSON.stringify(report, null, 2)}\n` : `${formatBench(report)}\nwrote ${files.join(', ')}\n`);
+    },
+  );
 
 program.parseAsync(process.argv).catch(fail);
