@@ -1,6 +1,6 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { native, nativeBindingPath, packageRoot, type NativeInfo } from './native';
+import { native, nativeBindingPath, packageRoot, type MemoryStats, type NativeInfo } from './native';
 
 export interface FoveaInfo extends NativeInfo {
   version: string;
@@ -50,4 +50,9 @@ export function formatInfo(i: FoveaInfo): string {
     }
   }
   return lines.join('\n');
+}
+
+/** The native host allocator's counters (memory held by fovea's tensors). */
+export function memoryStats(): MemoryStats {
+  return native().memoryStats();
 }

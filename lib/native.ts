@@ -44,8 +44,18 @@ export interface NativeModelSummary {
   tensors: number;
 }
 
+export interface MemoryStats {
+  /** Host memory held by live tensors. */
+  bytesInUse: number;
+  /** Freed blocks kept for reuse (bounded by FOVEA_CPU_CACHE_MB). */
+  bytesCached: number;
+  peakBytesInUse: number;
+  allocations: number;
+}
+
 export interface NativeBinding {
   info(): NativeInfo;
+  memoryStats(): MemoryStats;
   inspectModel(path: string): Promise<NativeModelSummary>;
   runOp(name: string, inputs: Array<NativeTensor | null>, attrs: Record<string, unknown>): Promise<unknown>;
 }

@@ -1,5 +1,6 @@
 // info(): what this binary can do, for `fovea info` and bug reports.
 #include "addon/addon.h"
+#include "core/allocator.h"
 #include "core/cpu_features.h"
 #include "core/device.h"
 #include "core/thread_pool.h"
@@ -42,8 +43,21 @@ static Napi::Value info(const Napi::CallbackInfo & args) {
     return out;
 }
 
+// The host allocator's counters: tests check that every tensor of a finished,
+// failed or aborted run was released (bytesInUse back to its level).
+static Napi::Value memory_stats(const Napi::CallbackInfo & args) {
+    const AllocatorStats s = cpu_allocator().stats();
+    Napi::Object out = Napi::Object::New(args.Env());
+    out.Set("bytesInUse", double(s.bytes_in_use));
+    out.Set("bytesCached", double(s.bytes_cached));
+    out.Set("peakBytesInUse", double(s.peak_bytes_in_use));
+    out.Set("allocations", double(s.allocations));
+    return out;
+}
+
 Napi::Object init_info(Napi::Env env, Napi::Object exports) {
     exports.Set("info", Napi::Function::New(env, info, "info"));
+    exports.Set("memoryStats", Napi::Function::New(env, memory_stats, "memoryStats"));
     return exports;
 }
 

@@ -50,7 +50,9 @@ class Segmenter : public Napi::ObjectWrap<Segmenter> {
         if (info.Length() != 1 || !info[0].IsExternal()) {
             throw make_error(info.Env(), ErrorCode::Options, "Segmenter cannot be constructed directly; use loadPipeline()");
         }
-        pipeline_ = *info[0].As<Napi::External<std::shared_ptr<const pipeline::Pipeline>>>().Data();
+        // Take the pipeline out of the handle, so close() alone releases it
+        // (not the handle's finalizer, which runs whenever the GC gets to it).
+        pipeline_ = std::move(*info[0].As<Napi::External<std::shared_ptr<const pipeline::Pipeline>>>().Data());
     }
 
   private:
