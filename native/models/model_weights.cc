@@ -240,6 +240,14 @@ Tensor ModelWeights::get(const std::string & name) const {
              ", weights must be floating point (F32)");
     }
     Tensor t = state_->file.load(*e);
+    // A NaN or infinite weight would only show up later as NaN scores.
+    const float * v = t.f32();
+    for (int64_t i = 0; i < t.numel(); i++) {
+        if (!std::isfinite(v[i])) {
+            fail_weights(state_->path + ": tensor " + quoted(name) + " has a non-finite value at element " +
+                         std::to_string(i));
+        }
+    }
     std::lock_guard<std::mutex> lock(state_->mutex);
     state_->used.insert(name);
     return t;

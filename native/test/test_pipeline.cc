@@ -3,6 +3,7 @@
 // the independent PyTorch reference (tools/reference/pipeline.py) on the
 // golden weights.
 #include <atomic>
+#include <cstdio>
 #include <fstream>
 #include <sstream>
 
@@ -184,6 +185,28 @@ FOVEA_TEST(pipeline_checks_options_and_cancels) {
     EXPECT_THROWS_CODE(p->run(empty, o), ErrorCode::Input);
     EXPECT_THROWS_CODE(pipeline::Pipeline::load(golden_path("multipathnet-resnet18-d16.safetensors"), "", cpu_backend()),
                        ErrorCode::Options);
+}
+
+FOVEA_TEST(pipeline_load_rejects_truncated_and_non_finite_weights) {
+    // A real weights file cut at every 4 KiB boundary (and one byte short) is
+    // Error(Weights), never a crash or a read past the end.
+    const std::string whole = read_text(golden_path("sharpmask-resnet18-d16.safetensors"));
+    const std::string path = "fovea-test-truncated.safetensors";
+    std::vector<size_t> cuts;
+    for (size_t n = 0; n < whole.size(); n += 4096) cuts.push_back(n);
+    cuts.push_back(whole.size() - 1);
+    for (size_t n : cuts) {
+        std::ofstream(path, std::ios::binary).write(whole.data(), std::streamsize(n));
+        EXPECT_THROWS_CODE(pipeline::Pipeline::load(path, "", cpu_backend()), ErrorCode::Weights);
+    }
+    // A NaN and an infinity in the last tensor's data (the file ends with tensor data).
+    for (const char * bits : {"\x00\x00\xc0\x7f", "\x00\x00\x80\x7f"}) {
+        std::string bad = whole;
+        bad.replace(bad.size() - 4, 4, bits, 4);
+        std::ofstream(path, std::ios::binary).write(bad.data(), std::streamsize(bad.size()));
+        EXPECT_THROWS_CODE(pipeline::Pipeline::load(path, "", cpu_backend()), ErrorCode::Weights);
+    }
+    std::remove(path.c_str());
 }
 
 }  // namespace fovea::test
