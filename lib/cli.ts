@@ -7,6 +7,7 @@ import { inspectModel } from './model';
 import { segmentCommand, type SegmentCommandOptions } from './cli-segment';
 import { evaluate, formatEvalReport, type EvalCommandOptions } from './cli-eval';
 import { formatBench, runBench, writeBench } from './bench';
+import { exportOnnxFile, ONNX_PARTS, type OnnxPart } from './onnx-export';
 import { segmenterOptionsFrom } from './cli-segment';
 
 function fail(err: unknown): never {
@@ -94,6 +95,15 @@ program
   .action(async (images: string[], opts: EvalCommandOptions & { json?: boolean }) => {
     const report = await evaluate(images, opts);
     process.stdout.write(opts.json ? `${JSON.stringify(report, null, 2)}\n` : `${formatEvalReport(report)}\n`);
+  });
+
+program
+  .command('export-onnx <model.safetensors> <out.onnx>')
+  .description('export a part of a fovea model as ONNX (opset 17), the same graph and weights as the native runtime')
+  .requiredOption('--part <part>', `one of: ${ONNX_PARTS.join(', ')}`)
+  .action((input: string, output: string, opts: { part: string }) => {
+    const bytes = exportOnnxFile(input, output, { part: opts.part as OnnxPart });
+    process.stdout.write(`${output}: ${opts.part}, ${bytes} bytes\n`);
   });
 
 program

@@ -18,3 +18,4 @@ export {
   type CocoEvalResult,
   type CocoResult,
 } from './coco';
+export { exportOnnx, exportOnnxFile, ONNX_PARTS, ONNX_OPSET, type OnnxPart, type OnnxExportOptions } from './onnx-export';
