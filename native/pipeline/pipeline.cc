@@ -347,12 +347,16 @@ Result Pipeline::run(const ImageView & image, const Options & options, const Run
     check_cancel(control);
 
     auto mask_box = [](const RleMask & m) -> std::array<float, 4> {
-        if (m.area == 0) return {0, 0, 0, 0};
+        // Inclusive boxes: an empty mask's [0, 0, 0, 0] is (0, 0, -1, -1), which overlaps nothing.
+        if (m.area == 0) return {0, 0, -1, -1};
         return {float(m.x0), float(m.y0), float(m.x1), float(m.y1)};
     };
     auto emit = [&](const Proposal & p, int64_t rank, Instance inst) {
         inst.objectness = 1.0f / (1.0f + std::exp(-p.logit));
         inst.proposal = rank;
+        inst.scale_index = p.scale;
+        inst.row = p.cell.row;
+        inst.col = p.cell.col;
         inst.area = p.mask.area;
         inst.rle = rle_to_string(p.mask.counts);
         result.instances.push_back(std::move(inst));

@@ -37,8 +37,8 @@
 //     score_threshold, in rank order (label "object", category 1, score =
 //     objectness = sigmoid(logit)), then, when
 //     nms_threshold < 1, greedy class-agnostic NMS on the mask boxes
-//     (inclusive pixel boxes, IoU with the +1 rule of nms.c), then the first
-//     max_detections.
+//     (inclusive pixel boxes, IoU with the +1 rule of nms.c; an empty mask's
+//     box overlaps nothing), then the first max_detections.
 //  8. mode Instances: proposals with an empty mask or an inclusive box
 //     (xmin, ymin, xmax, ymax) with (xmax - xmin)(ymax - ymin) <= 2 are
 //     dropped (test_min_proposal_size). MultiPathNet's input is the image
@@ -99,6 +99,7 @@ struct Instance {
     float objectness = 0.0f;
     float box[4] = {0, 0, 0, 0};     // x, y, w, h in image pixels
     int64_t proposal = 0;            // rank of the proposal the mask came from
+    int64_t scale_index = 0, row = 0, col = 0;  // its cell in the pyramid
     std::string rle;                 // COCO compressed RLE counts, size = [height, width]
     int64_t area = 0;                // mask pixels
 };

@@ -59,6 +59,77 @@ std::vector<uint32_t> runs_of(const std::vector<uint8_t> & mask, int64_t h, int6
     return counts;
 }
 
+
+// pycocotools' rleFrString: the compressed counts string back to runs.
+std::vector<uint32_t> runs_from_string(const std::string & s) {
+    std::vector<uint32_t> counts;
+    size_t p = 0;
+    while (p < s.size()) {
+        int64_t x = 0;
+        int k = 0;
+        bool more = true;
+        while (more) {
+            const int64_t c = int64_t(s[p]) - 48;
+            x |= (c & 0x1f) << (5 * k);
+            more = (c & 0x20) != 0;
+            p++;
+            k++;
+            if (!more && (c & 0x10)) x -= int64_t(1) << (5 * k);  // sign-extend
+        }
+        if (counts.size() > 2) x += int64_t(counts[counts.size() - 2]);
+        counts.push_back(uint32_t(x));
+    }
+    return counts;
+}
+
+std::vector<uint8_t> bits_of(const std::vector<uint32_t> & runs, size_t n) {
+    std::vector<uint8_t> bits;
+    uint8_t v = 0;
+    for (uint32_t r : runs) {
+        bits.insert(bits.end(), r, v);
+        v ^= 1;
+    }
+    if (bits.size() != n) throw Failure("RLE covers " + std::to_string(bits.size()) + " pixels, expected " + std::to_string(n));
+    return bits;
+}
+
+double mask_iou(const std::string & a, const std::string & b, size_t n) {
+    const std::vector<uint8_t> x = bits_of(runs_from_string(a), n), y = bits_of(runs_from_string(b), n);
+    size_t inter = 0, uni = 0;
+    for (size_t i = 0; i < n; i++) {
+        inter += x[i] & y[i];
+        uni += x[i] | y[i];
+    }
+    return uni == 0 ? 1.0 : double(inter) / double(uni);
+}
+
+std::vector<uint8_t> base64_decode(const std::string & in) {
+    std::vector<uint8_t> out;
+    uint32_t acc = 0;
+    int bits = 0;
+    for (char c : in) {
+        int v;
+        if (c >= 'A' && c <= 'Z') v = c - 'A';
+        else if (c >= 'a' && c <= 'z') v = c - 'a' + 26;
+        else if (c >= '0' && c <= '9') v = c - '0' + 52;
+        else if (c == '+') v = 62;
+        else if (c == '/') v = 63;
+        else continue;
+        acc = (acc << 6) | uint32_t(v);
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            out.push_back(uint8_t(acc >> bits));
+        }
+    }
+    return out;
+}
+
+const io::JsonValue & member(const io::JsonValue & v, const char * key) {
+    const io::JsonValue * m = v.find(key);
+    if (!m) throw Failure(std::string("pipeline-golden.json: missing key ") + key);
+    return *m;
+}
 }  // namespace
 
 FOVEA_TEST(image_scale_grows_with_align_corners_and_copies_the_last_sample) {
@@ -207,6 +278,74 @@ FOVEA_TEST(pipeline_load_rejects_truncated_and_non_finite_weights) {
         EXPECT_THROWS_CODE(pipeline::Pipeline::load(path, "", cpu_backend()), ErrorCode::Weights);
     }
     std::remove(path.c_str());
+}
+
+FOVEA_TEST(pipeline_matches_the_pytorch_reference_pipeline) {
+    // test/fixtures/golden/pipeline-golden.json: tools/reference/pipeline.py
+    // (an independent implementation of pipeline.h's contract) on the golden
+    // weights. Instances are matched by (proposal cell, class): ranking ties
+    // may order them differently; masks by IoU (pixels at the threshold flip).
+    const io::JsonValue doc = read_json(golden_path("pipeline-golden.json"));
+    const io::JsonValue & models = member(doc, "models");
+    const io::JsonValue & images = member(doc, "images");
+    size_t compared = 0;
+    for (const io::JsonValue & c : member(doc, "cases").items()) {
+        const std::string name = member(c, "name").as_string();
+        const std::string proposals_file = member(models, member(c, "proposal_model").as_string().c_str()).as_string();
+        const io::JsonValue & cls = member(c, "classifier");
+        const std::string classifier = cls.is_null() ? "" : golden_path(member(models, cls.as_string().c_str()).as_string());
+        const auto p = pipeline::Pipeline::load(golden_path(proposals_file), classifier, cpu_backend());
+        const io::JsonValue & img = member(images, member(c, "image").as_string().c_str());
+        const std::vector<uint8_t> rgb = base64_decode(member(img, "rgb_base64").as_string());
+        const int64_t h = member(img, "height").as_integer(), w = member(img, "width").as_integer();
+        EXPECT_EQ(int64_t(rgb.size()), h * w * 3);
+        const io::JsonValue & o = member(c, "options");
+        pipeline::Options opt;
+        opt.mode = member(o, "mode").as_string() == "proposals" ? pipeline::Mode::Proposals : pipeline::Mode::Instances;
+        opt.max_proposals = member(o, "max_proposals").as_integer();
+        opt.max_detections = member(o, "max_detections").as_integer();
+        opt.score_threshold = float(member(o, "score_threshold").as_number());
+        opt.nms_threshold = float(member(o, "nms_threshold").as_number());
+        opt.mask_threshold = float(member(o, "mask_threshold").as_number());
+        opt.max_side = member(o, "max_side").as_integer();
+        if (!member(o, "scales").is_null()) {
+            for (const io::JsonValue & v : member(o, "scales").items()) opt.scales.push_back(v.as_number());
+        }
+        const pipeline::Result r = p->run({rgb.data(), w, h}, opt);
+        const auto & ref_props = member(c, "proposals").items();
+        const auto & ref = member(c, "instances").items();
+        const std::string where = name + ": ";
+        if (r.instances.size() != ref.size()) {
+            throw Failure(where + std::to_string(r.instances.size()) + " instances, the reference has " +
+                          std::to_string(ref.size()));
+        }
+        EXPECT_EQ(r.proposals, member(c, "num_proposals").as_integer());
+        for (const io::JsonValue & e : ref) {
+            const io::JsonValue & prop = ref_props[size_t(member(e, "proposal").as_integer())];
+            const int64_t si = member(prop, "scale_index").as_integer(), row = member(prop, "row").as_integer(),
+                          col = member(prop, "col").as_integer(), ci = member(e, "class_index").as_integer();
+            const pipeline::Instance * mine = nullptr;
+            for (const pipeline::Instance & i : r.instances) {
+                if (i.scale_index == si && i.row == row && i.col == col && i.class_index == ci) mine = &i;
+            }
+            if (!mine) {
+                throw Failure(where + "no instance at scale " + std::to_string(si) + " cell (" + std::to_string(row) +
+                              ", " + std::to_string(col) + ") class " + std::to_string(ci));
+            }
+            const double score = member(e, "score").as_number();
+            if (std::fabs(mine->score - score) > 1e-4 * std::max(1.0, std::fabs(score))) {
+                throw Failure(where + "score " + std::to_string(mine->score) + " vs " + std::to_string(score));
+            }
+            EXPECT_NEAR(mine->objectness, member(e, "objectness").as_number(), 1e-4);
+            const auto & box = member(e, "box").items();
+            for (int k = 0; k < 4; k++) EXPECT_NEAR(mine->box[k], box[size_t(k)].as_number(), 0.05);
+            const double iou = mask_iou(mine->rle, member(e, "rle").as_string(), size_t(h * w));
+            if (iou < 0.99) throw Failure(where + "mask IoU " + std::to_string(iou) + " < 0.99");
+            EXPECT_TRUE(std::abs(mine->area - member(e, "area").as_integer()) <= std::max<int64_t>(2, mine->area / 100));
+            compared++;
+        }
+    }
+    EXPECT_TRUE(compared >= 30);
 }
 
 }  // namespace fovea::test
