@@ -71,7 +71,14 @@ function seededArray(n, seed) {
 
 // Sessions on fovea's ONNX export of the same files.
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'fovea-peer-'));
-const sessionOptions = { intraOpNumThreads: opts.threads, interOpNumThreads: 1, executionMode: 'sequential', graphOptimizationLevel: 'all' };
+// No spinning: its idle threads would otherwise busy-wait while fovea is timed.
+const sessionOptions = {
+  intraOpNumThreads: opts.threads,
+  interOpNumThreads: 1,
+  executionMode: 'sequential',
+  graphOptimizationLevel: 'all',
+  extra: { session: { intra_op: { allow_spinning: '0' } } },
+};
 async function session(file, part) {
   const out = path.join(tmp, `${part}.onnx`);
   fovea.exportOnnxFile(file, out, { part });
