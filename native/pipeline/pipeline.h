@@ -8,7 +8,7 @@
 // where the released code has a bug or no rule, the choice is stated here and
 // tools/reference/pipeline.py implements the same contract independently.
 //
-//  1. Work image. If max_side > 0 and max(H, W) > max_side, the image is
+//  1. Work image (float, never rounded back to u8). If max_side > 0 and max(H, W) > max_side, the image is
 //     shrunk with torch image.scale semantics (area average) to
 //     (max(1, floor(H r + 0.5)), max(1, floor(W r + 0.5))), r = max_side /
 //     max(H, W) (demo.lua's -maxsize 600). Otherwise the work image is the
@@ -23,7 +23,8 @@
 //     max_proposals are kept (no NMS, no threshold: the released rule). The
 //     cell is decoded correctly (not the released index bug, spec Q1).
 //  4. Masks: SharpMask refined 160x160 logits (DeepMask: 56x56) at the cells.
-//  5. Paste, in ORIGINAL image pixels: with fy = H / h_work, fx = W / w_work,
+//  5. Paste, in ORIGINAL image pixels (in double, evaluated as written: the
+//     floors depend on it): with fy = H / h_work, fx = W / w_work,
 //     the window of cell (r, c) at scale s has top-left
 //     (floor((16 r - 80) / s * fy), floor((16 c - 80) / s * fx)) and size
 //     (floor(160 / s * fy), floor(160 / s * fx)) (iSz = 160, stride 16,
@@ -41,8 +42,9 @@
 //     box overlaps nothing), then the first max_detections.
 //  8. mode Instances: proposals with an empty mask or an inclusive box
 //     (xmin, ymin, xmax, ymax) with (xmax - xmin)(ymax - ymin) <= 2 are
-//     dropped (test_min_proposal_size). MultiPathNet's input is the image
-//     (u8 / 255) resized with image.scale to (floor(H s'), floor(W s')),
+//     dropped (test_min_proposal_size). MultiPathNet's input is the ORIGINAL
+//     image (u8 / 255, not the work image) resized with image.scale to
+//     (max(1, floor(H s')), max(1, floor(W s'))),
 //     s' = test_scale / min(H, W), or test_max_size / max(H, W) when
 //     floor(s' max(H, W) + 0.5) > test_max_size, then normalised with its
 //     mean/std; ROIs are the inclusive boxes times s' (0-based). Class boxes
@@ -51,7 +53,7 @@
 //     p[c] >= score_threshold, greedy NMS (+1 rule) at nms_threshold on the
 //     class boxes; then all kept (proposal, class) pairs sorted by score
 //     (descending; ties by class, then proposal rank), the first
-//     max_detections kept. An instance's box is its class box as
+//     max_detections kept. An instance's objectness is its proposal's. Its box is its class box as
 //     [x1, y1, x2 - x1, y2 - y1] (the released results format), its mask the
 //     proposal's.
 //  9. Masks are COCO RLE (column-major runs, pycocotools' compressed string).

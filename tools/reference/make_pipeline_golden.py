@@ -26,15 +26,20 @@ i.e. full float precision):
         "options": {mode, max_proposals, max_detections, score_threshold, nms_threshold,
                     mask_threshold, scales (null = the model's), max_side},
         "debug": {work_size [h, w], fy, fx, scales: [{scale, size, padded, grid, skipped}],
-                  logit_threshold, mask_size; instances mode: mpn_scale (s'),
-                  mpn_input_size [h, w], classified (ranks sent to MultiPathNet),
+                  logit_threshold, mask_size,
+                  margins: {max_proposals, score_threshold, nms_iou, nms_order, max_detections}
+                      (distance of each discrete decision from flipping; see pipeline.py),
+                  instances mode: mpn_scale (s'), mpn_input_size [h, w],
+                  classified (ranks sent to MultiPathNet), duplicate_rois,
                   rois (x1, y1, x2, y2 of those, network-input pixels, float32)},
         "num_proposals": N,                      # Result::proposals
         "proposals": [{rank, scale_index, row, col, logit, objectness,
                        window [top, left, height, width], box [x, y, w, h], area, rle,
                        mask_margin (min |resized logit - threshold| over the pasted pixels)}],
         "instances": [{proposal, class_index, label, category_id, score, objectness,
-                       box [x, y, w, h], area, rle}]}]}
+                       box [x, y, w, h], area, rle}],
+        "robust": every margin above the limits below (LOGIT_MARGIN, ...),
+        "exact_ties": the case relies on exact ties (bit-identical inputs) and the tie rules}]}
 
 How the C++ test should compare (see the notes in the JSON): ranking ties between
 implementations can flip when logits differ by ~1e-6, so match proposals by (scale_index,
@@ -242,6 +247,7 @@ def build(only=None, verbose=True):
         out, dt = run_case(case, models, images)
         fr = fragile(out)
         out["robust"] = not fr
+        out["exact_ties"] = case[0] in EXACT_TIE_CASES
         if verbose:
             print(f"{case[0]:45s} {dt:5.2f}s  proposals {out['num_proposals']:3d}  "
                   f"instances {len(out['instances']):3d}" + (f"  FRAGILE {fr}" if fr else ""), file=sys.stderr)
