@@ -9,6 +9,7 @@
 //                            [--repeats 7] [--filter 3x3] [--json out.json]
 import { execFileSync } from 'node:child_process';
 import { createRequire } from 'node:module';
+import { parseArgs } from './args.mjs';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -17,18 +18,8 @@ import { fileURLToPath } from 'node:url';
 const require = createRequire(import.meta.url);
 const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
 
-function parseArgs(argv) {
-  const opts = { threads: 2, size: 224, net: 'resnet50,vgg16', repeats: 7, filter: '', json: '', bench: '' };
-  for (let i = 0; i < argv.length; i++) {
-    const key = argv[i].replace(/^--/, '');
-    if (!(key in opts)) throw new Error(`unknown option ${argv[i]}`);
-    const value = argv[++i];
-    opts[key] = typeof opts[key] === 'number' ? Number(value) : value;
-  }
-  return opts;
-}
 
-const opts = parseArgs(process.argv.slice(2));
+const opts = parseArgs(process.argv.slice(2), { threads: 2, size: 224, net: 'resnet50,vgg16', repeats: 7, filter: '', json: '', bench: '' });
 // Both libraries read their thread count before first use.
 process.env.FOVEA_NUM_THREADS = String(opts.threads);
 const ort = require('onnxruntime-node');

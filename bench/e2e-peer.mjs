@@ -10,6 +10,7 @@
 //   node bench/e2e-peer.mjs [--model f] [--classifier f] [--sizes 640x480,1280x960]
 //                           [--threads 2] [--repeats 7] [--out bench/results] [--name stem]
 import { createRequire } from 'node:module';
+import { parseArgs } from './args.mjs';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -18,18 +19,8 @@ import { fileURLToPath } from 'node:url';
 const require = createRequire(import.meta.url);
 const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
 
-function parseArgs(argv) {
-  const opts = { model: '', classifier: '', sizes: '640x480,1280x960', threads: os.cpus().length, repeats: 7, warmup: 2, out: path.join(root, 'bench', 'results'), name: '' };
-  for (let i = 0; i < argv.length; i++) {
-    const key = argv[i].replace(/^--/, '');
-    if (!(key in opts)) throw new Error(`unknown option ${argv[i]}`);
-    const value = argv[++i];
-    opts[key] = typeof opts[key] === 'number' ? Number(value) : value;
-  }
-  return opts;
-}
 
-const opts = parseArgs(process.argv.slice(2));
+const opts = parseArgs(process.argv.slice(2), { model: '', classifier: '', sizes: '640x480,1280x960', threads: os.cpus().length, repeats: 7, warmup: 2, out: path.join(root, 'bench', 'results'), name: '' });
 // Both libraries read their thread count before first use.
 process.env.FOVEA_NUM_THREADS = String(opts.threads);
 const ort = require('onnxruntime-node');

@@ -19,6 +19,27 @@ function fail(err: unknown): never {
   process.exit(1);
 }
 
+/** The options every command that runs the pipeline takes. */
+function withPipelineOptions(command: Command, modeHelp: string): Command {
+  return command
+    .option('--model <file>', 'proposal model (SharpMask/DeepMask .safetensors; default: the embedded model)')
+    .option('--classifier <file>', "classifier (MultiPathNet .safetensors), or 'none'")
+    .option('--device <device>', 'auto, cpu, cuda or cuda:N', 'auto')
+    .option('--mode <mode>', modeHelp);
+}
+
+/** Per-call thresholds and limits, with their defaults for the command in the help. */
+function withRunOptions(command: Command, defaults: { proposals: string; detections: string; score: string; nms: string }): Command {
+  return command
+    .option('--max-proposals <n>', `proposals taken from the score maps (${defaults.proposals})`)
+    .option('--max-detections <n>', `instances kept per image (${defaults.detections})`)
+    .option('--score-threshold <p>', `minimum score (${defaults.score})`)
+    .option('--nms-threshold <iou>', `NMS IoU threshold (${defaults.nms})`)
+    .option('--mask-threshold <p>', 'mask probability threshold (default 0.2)')
+    .option('--max-side <px>', 'shrink larger images to this side for the proposal stage (default 600; 0 = never)')
+    .option('--concurrency <n>', 'images decoded ahead of the one running', '2');
+}
+
 const program = new Command();
 program.name('fovea').description('Instance segmentation: DeepMask, SharpMask, MultiPathNet').version(version());
 
@@ -52,45 +73,35 @@ program
     process.stdout.write(`${output}: ${String(config['architecture'])}, ${tensors.size} tensors (${opts.dtype})\n`);
   });
 
-program
-  .command('segment <images...>')
-  .description('segment images (files or folders of images): one JSON per image, optional overlays and COCO results')
-  .option('--model <file>', 'proposal model (SharpMask/DeepMask .safetensors; default: the embedded model)')
-  .option('--classifier <file>', "classifier (MultiPathNet .safetensors), or 'none'")
-  .option('--device <device>', 'auto, cpu, cuda or cuda:N', 'auto')
-  .option('--mode <mode>', "'instances' (classified) or 'proposals' (class-agnostic)")
+withRunOptions(
+  withPipelineOptions(
+    program
+      .command('segment <images...>')
+      .description('segment images (files or folders of images): one JSON per image, optional overlays and COCO results'),
+    "'instances' (classified) or 'proposals' (class-agnostic)",
+  ),
+  { proposals: 'default 100', detections: 'default 100', score: 'default 0.5 instances, 0 proposals', nms: 'default 0.3 instances, off for proposals' },
+)
   .option('--out <dir>', 'folder for the outputs', '.')
   .option('--json', 'print each result as one JSON line instead of a summary')
   .option('--overlay', 'also write <name>.overlay.png with masks, boxes and labels drawn')
   .option('--coco <file>', 'also write all results as a COCO results JSON file')
-  .option('--max-proposals <n>', 'proposals taken from the score maps (default 100)')
-  .option('--max-detections <n>', 'instances kept per image (default 100)')
-  .option('--score-threshold <p>', 'minimum score (default 0.5 instances, 0 proposals)')
-  .option('--nms-threshold <iou>', 'NMS IoU threshold (default 0.3 instances, off for proposals)')
-  .option('--mask-threshold <p>', 'mask probability threshold (default 0.2)')
-  .option('--max-side <px>', 'shrink larger images to this side for the proposal stage (default 600; 0 = never)')
-  .option('--concurrency <n>', 'images decoded ahead of the one running', '2')
   .action(async (images: string[], opts: SegmentCommandOptions) => {
     process.exitCode = await segmentCommand(images, opts);
   });
 
-program
-  .command('eval [images...]')
-  .description('COCO evaluation on annotated images: AR@10/100/1000 of proposals, or AP/AR of instances, for masks and boxes')
+withRunOptions(
+  withPipelineOptions(
+    program
+      .command('eval [images...]')
+      .description('COCO evaluation on annotated images: AR@10/100/1000 of proposals, or AP/AR of instances, for masks and boxes'),
+    "'instances' or 'proposals' (default: instances when there is a classifier)",
+  ),
+  { proposals: 'default 1000 in proposals mode, 100 otherwise', detections: 'default 1000 proposals, 100 instances', score: 'default 0.05 instances, 0 proposals', nms: 'default 0.3 instances, off for proposals' },
+)
   .requiredOption('--gt <instances.json>', 'COCO instances ground truth (images matched by file name)')
   .option('--results <file>', 'evaluate this COCO results file instead of segmenting')
   .option('--iou-type <type>', 'segm, bbox or both', 'both')
-  .option('--model <file>', 'proposal model (default: the embedded model)')
-  .option('--classifier <file>', "classifier, or 'none'")
-  .option('--device <device>', 'auto, cpu, cuda or cuda:N', 'auto')
-  .option('--mode <mode>', "'instances' or 'proposals' (default: instances when there is a classifier)")
-  .option('--max-proposals <n>', 'proposals per image (default 1000 in proposals mode, 100 otherwise)')
-  .option('--max-detections <n>', 'detections per image')
-  .option('--score-threshold <p>', 'minimum score (default 0.05 for instances)')
-  .option('--nms-threshold <iou>', 'NMS IoU threshold')
-  .option('--mask-threshold <p>', 'mask probability threshold')
-  .option('--max-side <px>', 'shrink larger images to this side for the proposal stage')
-  .option('--concurrency <n>', 'images decoded ahead of the one running', '2')
   .option('--json', 'print the metrics as JSON')
   .action(async (images: string[], opts: EvalCommandOptions & { json?: boolean }) => {
     const report = await evaluate(images, opts);
@@ -106,13 +117,12 @@ program
     process.stdout.write(`${output}: ${opts.part}, ${bytes} bytes\n`);
   });
 
-program
-  .command('bench')
-  .description('benchmark segment() end to end per stage on a real photo at 640x480 and 1280x960; writes JSON and a chart')
-  .option('--model <file>', 'proposal model (default: the embedded model)')
-  .option('--classifier <file>', "classifier, or 'none'")
-  .option('--device <device>', 'auto, cpu, cuda or cuda:N', 'auto')
-  .option('--mode <mode>', "'instances' or 'proposals'")
+withPipelineOptions(
+  program
+    .command('bench')
+    .description('benchmark segment() end to end per stage on a real photo at 640x480 and 1280x960; writes JSON and a chart'),
+  "'instances' or 'proposals'",
+)
   .option('--sizes <list>', 'image sizes, e.g. 640x480,1280x960', '640x480,1280x960')
   .option('--warmup <n>', 'untimed runs per size', '2')
   .option('--repeats <n>', 'timed runs per size', '10')

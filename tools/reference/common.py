@@ -341,3 +341,22 @@ def count_params(model: nn.Module) -> int:
 def count_fixed(model: nn.Module) -> int:
     """Constants of the fixed affines (a and b)."""
     return sum(m.scale.numel() + m.bias.numel() for m in model.modules() if isinstance(m, FixedAffine))
+
+
+def run_tests(namespace) -> int:
+    """Runs every test_* callable of a module namespace without pytest (CI runs the files
+    directly); prints one line per test and returns the process exit code."""
+    import traceback
+    tests = [(k, v) for k, v in sorted(namespace.items()) if k.startswith("test_") and callable(v)]
+    passed = failed = 0
+    for name, fn in tests:
+        try:
+            fn()
+            passed += 1
+            print(f"ok   {name}")
+        except Exception as e:  # noqa: BLE001
+            failed += 1
+            traceback.print_exc()
+            print(f"FAIL {name}: {e!r}")
+    print(f"{passed} passed, {failed} failed")
+    return 1 if failed else 0

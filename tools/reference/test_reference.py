@@ -327,22 +327,6 @@ def test_golden_regenerates():
 
 # -------------------------------------------------------------------------------------------
 
-def _main():
-    tests = [(k, v) for k, v in sorted(globals().items()) if k.startswith("test_") and callable(v)]
-    passed = failed = 0
-    for name, fn in tests:
-        try:
-            fn()
-            passed += 1
-            print(f"ok   {name}")
-        except Exception as e:  # noqa: BLE001
-            failed += 1
-            import traceback
-            traceback.print_exc()
-            print(f"FAIL {name}: {e!r}")
-    print(f"{passed} passed, {failed} failed")
-    return 1 if failed else 0
-
-
 if __name__ == "__main__":
-    sys.exit(_main())
+    from common import run_tests
+    sys.exit(run_tests(globals()))
