@@ -1,0 +1,247 @@
+"""Fast CPU tests of the training recipe (python3 -m pytest tools/train -q; < 30 s).
+
+Synthetic images (written to a temp dir) stand in for the fixture data, so the tests need
+neither the .npy cache nor the data sets."""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.normpath(os.path.join(HERE, "..", "reference")))
+
+import data  # noqa: E402
+import losses  # noqa: E402
+import train  # noqa: E402
+from sampler import PatchSampler, crop_window  # noqa: E402
+
+torch.set_num_threads(1)
+
+
+def rect(x0, y0, x1, y1):
+    return [x0, y0, x1, y0, x1, y1, x0, y1]
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    """Three 240x320 images, white axis-aligned rectangles (the objects) on dark noise."""
+    d = tmp_path_factory.mktemp("imgs")
+    rng = np.random.default_rng(0)
+    ims = []
+    boxes = [[(100, 60, 180, 140)], [(20, 30, 110, 90), (200, 120, 300, 220)], [(150, 40, 230, 200)]]
+    for i, bl in enumerate(boxes):
+        img = (rng.random((240, 320, 3)) * 60).astype(np.uint8)
+        anns = []
+        for (x0, y0, x1, y1) in bl:
+            img[y0:y1, x0:x1] = 255
+            anns.append(dict(polys=[rect(x0, y0, x1, y1)], rle=None, bbox=[x0, y0, x1 - x0, y1 - y0],
+                             crowd=False, cat=1 + i, catkey=f"coco:{1 + i}"))
+        p = str(d / f"{i}.npy")
+        np.save(p, img)
+        ims.append(dict(dataset="synth", file=f"{i}.jpg", npy=p, h=240, w=320, anns=anns, key=f"synth/{i}"))
+    return ims
+
+
+TINY = dict(train.RECIPES["light"], width_div=16, batch=4, sm_batch=2, paste_p=0.5, mpn_width_div=16,
+            mpn_images=1, mpn_rois=16, mpn_short=160, mpn_max=224)
+
+
+# ----------------------------------------------------------------------------- sampler
+
+def test_positive_label_matches_patch(synth):
+    s = PatchSampler(synth, gSz=112, paste_p=0.0, seed=1)
+    for _ in range(12):
+        patch, lab, info = s.positive()
+        assert patch.shape == (3, 192, 192) and lab.shape == (112, 112)
+        # the white object in the central 160x160 of the input vs the label
+        white = (patch.mean(0) > 0.8).float()[16:176, 16:176]
+        white = torch.nn.functional.interpolate(white[None, None], size=(112, 112), mode="area")[0, 0] > 0.5
+        lt = torch.from_numpy(lab).bool()
+        inter = (white & lt).sum().item(); union = (white | lt).sum().item()
+        assert inter / union > 0.8
+        # roughly centred, max side ~ 92 px of 192 at +-0.25 octave
+        ys, xs = np.nonzero(lab)
+        g = 112 / 160
+        assert abs((xs.min() + xs.max()) / 2 - 55.5) <= 16 * g + 2
+        assert abs((ys.min() + ys.max()) / 2 - 55.5) <= 16 * g + 2
+        side = max(xs.max() - xs.min(), ys.max() - ys.min()) + 1
+        assert 92 * 2 ** -0.25 * g - 3 <= side <= 92 * 2 ** 0.25 * g + 3
+
+
+def test_negative_definition(synth):
+    s = PatchSampler(synth, seed=2)
+    # image 0: object (100,60)-(180,140): centre (140,100), max side 80 -> canonical window 192*80/92
+    side = 192 * 80 / 92
+    assert not s.is_negative(0, 140, 100, side)                 # canonical positive
+    assert not s.is_negative(0, 150, 100, side * 2 ** 0.5)     # small shift / scale: not negative
+    assert s.is_negative(0, 140 + 60 * side / 192, 100, side)  # shifted 60 window px
+    assert s.is_negative(0, 140, 100, side * 2 ** 1.5)         # 1.5 octaves too large
+    assert s.is_negative(0, 140, 100, side * 2 ** -1.5)        # 1.5 octaves too small
+    for _ in range(20):
+        patch, lab, info = s.negative()
+        x0, y0, wr = info["window"]
+        assert lab.sum() == 0 and patch.shape == (3, 192, 192)
+
+
+def test_batch_flip_and_paste(synth):
+    s = PatchSampler(synth, paste_p=1.0, seed=3)
+    b = s.batch(6, pos_frac=0.5)
+    assert b["x"].shape == (6, 3, 192, 192) and b["mask"].shape == (6, 112, 112)
+    assert b["pos"].tolist() == [True] * 3 + [False] * 3
+    assert (b["mask"][3:] == -1).all() and (b["mask"][:3] == 1).any()
+    assert b["score"].tolist() == [1, 1, 1, -1, -1, -1]
+
+
+def test_crop_window_outside_is_grey():
+    img = np.zeros((10, 10, 3), np.uint8)
+    p = crop_window(img, -30, -30, 20, 8)
+    assert torch.allclose(p, torch.full_like(p, 0.5))
+
+
+# ----------------------------------------------------------------------------- losses
+
+def test_deepmask_joint_loss():
+    torch.manual_seed(0)
+    ml, sl = torch.randn(4, 8, 8), torch.randn(4)
+    mt = torch.randn(4, 8, 8).sign()
+    st = torch.tensor([1.0, 1.0, -1.0, -1.0])
+    pos = st > 0
+    L = losses.deepmask_joint_loss(ml, sl, mt, st, pos, score_weight=0.5)
+    ref_m = torch.log1p(torch.exp(-mt[:2] * ml[:2])).mean()
+    ref_s = torch.log1p(torch.exp(-st * sl)).mean()
+    assert torch.allclose(L["mask"], ref_m, atol=1e-6) and torch.allclose(L["score"], ref_s, atol=1e-6)
+    assert torch.allclose(L["total"], ref_m + 0.5 * ref_s, atol=1e-6)
+    mt2 = mt.clone(); mt2[2:] = -mt2[2:]  # negatives' mask targets do not matter
+    assert torch.allclose(losses.deepmask_joint_loss(ml, sl, mt2, st, pos)["mask"], L["mask"])
+    # matches nn.SoftMarginLoss
+    assert torch.allclose(ref_s, torch.nn.SoftMarginLoss()(sl, st), atol=1e-6)
+
+
+def test_integral_loss():
+    torch.manual_seed(0)
+    H, K, C = 6, 5, 4
+    logits = torch.randn(H, K, C)
+    labels = torch.tensor([[2, 0, -1, 1, 0]] * H)
+    labels[5, 0] = 0  # at the 0.75 threshold ROI 0 is background
+    raw = torch.randn(K, 4 * C)
+    tg = torch.randn(K, 4)
+    bl = torch.tensor([2, 0, 0, 1, 0])
+    L = losses.integral_loss(logits, labels, raw, tg, bl)
+    ce = torch.stack([torch.nn.functional.cross_entropy(logits[h][labels[h] >= 0], labels[h][labels[h] >= 0])
+                      for h in range(H)]).mean()
+    sl1 = torch.nn.functional.smooth_l1_loss(raw.view(K, C, 4)[[0, 3], [2, 1]], tg[[0, 3]], reduction="sum") / K
+    assert torch.allclose(L["cls"], ce) and torch.allclose(L["box"], sl1)
+
+
+# ----------------------------------------------------------------------------- training / resume
+
+def _args(run, steps, **kw):
+    return argparse.Namespace(run=str(run), config="tiny", minutes=0, steps=steps, lr=0.0, threads=1, seed=7,
+                              log_every=2, ckpt_minutes=100, note="test", **kw)
+
+
+@pytest.fixture()
+def tiny_env(synth, monkeypatch, tmp_path):
+    monkeypatch.setattr(data, "load_split", lambda part="train", sets=None: [dict(im) for im in synth])
+    monkeypatch.setattr(train, "append_runs_md", lambda rec, st: None)
+    return tmp_path
+
+
+def _params(model):
+    return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+
+def test_resume_is_exact(tiny_env):
+    a = train.DeepMaskStage(_args(tiny_env / "a", 4), TINY)
+    a.run_budget()
+    b1 = train.DeepMaskStage(_args(tiny_env / "b", 2), TINY)
+    b1.run_budget()
+    assert os.path.getsize(tiny_env / "b" / "deepmask.pt") < train.MAX_CKPT_BYTES
+    b2 = train.DeepMaskStage(_args(tiny_env / "b", 4), TINY)
+    rec = b2.run_budget()
+    assert rec["steps_from"] == 2 and rec["steps_to"] == 4 and b2.step == 4
+    assert len(b2.history) == 2
+    assert torch.equal(_params(a.model), _params(b2.model))
+
+
+def test_loss_falls_on_fixed_batch(synth):
+    torch.manual_seed(0)
+    from export import build
+    model = build(train.model_config("deepmask", TINY))
+    s = PatchSampler(synth, seed=5)
+    b = s.batch(4, pos_frac=0.5)
+    train.init_deepmask(model, b["x"], 0)
+    model.eval()  # no dropout: a deterministic objective
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    first = None
+    for i in range(25):
+        out = model.forward_patch(b["x"])
+        L = losses.deepmask_joint_loss(model.upsample_mask(out["mask_logits"]), out["score_logits"], b["mask"],
+                                       b["score"], b["pos"])
+        first = L["total"].item() if first is None else first
+        opt.zero_grad(); L["total"].backward(); opt.step()
+    assert L["total"].item() < 0.6 * first
+
+
+def test_sharpmask_stage_freezes_deepmask(tiny_env):
+    dm = train.DeepMaskStage(_args(tiny_env, 1), TINY)
+    dm.run_budget()
+    sm = train.SharpMaskStage(_args(tiny_env, 2), TINY)
+    sm.run_budget()
+    sd0 = dm.model.state_dict()
+    for k, v in sm.model.state_dict().items():
+        if not k.startswith("refine."):
+            assert torch.equal(v, sd0[k]), k
+
+
+# ----------------------------------------------------------------------------- MultiPathNet
+
+def test_roi_pool_fast_matches_reference():
+    from common import roi_pool
+    from train_mpn import roi_pool_fast
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 9, 11)
+    rois = torch.tensor([[0, 0.0, 0.0, 170.0, 140.0], [1, 30.5, 20.2, 60.1, 90.7], [0, 100, 100, 101, 101]])
+    assert torch.equal(roi_pool_fast(x, rois, 7, 7, 1 / 16), roi_pool(x, rois, 7, 7, 1 / 16))
+
+
+def test_mpn_stage_and_forward(tiny_env):
+    import train_mpn
+    monkey_images = data.load_split("train")
+    st = train_mpn.MultiPathNetStage(_args(tiny_env, 2), TINY)
+    st.run_budget()
+    m = st.model.eval()
+    b = st.sampler.batch(1, st.cfg["mean"], st.cfg["std"], st.cfg["bbox_norm_mean"], st.cfg["bbox_norm_std"])
+    with torch.no_grad():
+        ref = m(b["images"], b["rois"][:3])
+        fast = train_mpn.mpn_forward(m, b["images"], b["rois"][:3])
+    assert torch.allclose(ref["cls_prob"], fast["cls_prob"], atol=1e-6)
+    assert b["labels"].shape[0] == 6 and (b["labels"][0] >= 0).all()
+    assert len(monkey_images) == 3
+
+
+def test_export_f16_roundtrip(tiny_env):
+    import export_weights
+    from export import load
+    dm = train.DeepMaskStage(_args(tiny_env, 1), TINY)
+    dm.run_budget()
+    train.SharpMaskStage(_args(tiny_env, 1), TINY).run_budget()
+    out = tiny_env / "w"
+    assert export_weights.main(["--run", str(tiny_env), "--out", str(out), "--dtype", "f16"]) == 0
+    model, cfg = load(str(out / "sharpmask.safetensors"))
+    assert cfg["architecture"] == "sharpmask" and len(cfg["scales"]) == 7 and "licence" in cfg
+    st = torch.load(tiny_env / "sharpmask.pt", weights_only=False)
+    ref = train.build(cfg)
+    ref.load_state_dict(st["model"]); ref.eval()
+    x = torch.randn(1, 3, 192, 192)
+    with torch.no_grad():
+        a, b = model.forward_patch(x), ref.forward_patch(x)
+    assert torch.allclose(a["mask_logits"], b["mask_logits"], atol=2e-2, rtol=2e-2)
+    assert torch.allclose(a["score_logits"], b["score_logits"], atol=2e-2, rtol=2e-2)
