@@ -72,6 +72,8 @@ MODELS = {
     "sharpmask": "sharpmask-resnet18-d16.safetensors",
     "deepmask": "deepmask-resnet18-d16.safetensors",
     "multipathnet": "multipathnet-resnet18-d16.safetensors",
+    # The embedded default model (trained weights), relative to this folder.
+    "default": "../../../weights/sharpmask.safetensors",
 }
 
 
@@ -162,6 +164,11 @@ CASES = [
     # every proposal is one pixel high: (xmax - xmin) * 0 <= 2, nothing is classified
     ("deepmask-instances-1xN-all-dropped", "img1x37", "deepmask", "multipathnet",
      dict(mode="instances", max_proposals=6, score_threshold=0.0, scales=[1.0])),
+    # the embedded trained model, segment()'s defaults for proposals
+    ("default-model-proposals", "img97x130", "default", None,
+     dict(mode="proposals", max_proposals=10, score_threshold=0.0, nms_threshold=1.0)),
+    ("default-model-proposals-work-resize-nms", "img90x70", "default", None,
+     dict(mode="proposals", max_proposals=12, score_threshold=0.0, nms_threshold=0.5, max_side=64)),
 ]
 
 EXACT_TIE_CASES = {"sharpmask-proposals-1x1-ties"}
