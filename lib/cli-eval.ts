@@ -61,10 +61,16 @@ async function segmentImages(
   const flags = segmenterOptionsFrom(opts);
   const segmenter = await createSegmenter(flags);
   const mode = flags.mode ?? (segmenter.hasClassifier ? 'instances' : 'proposals');
-  // Evaluation defaults: every proposal up to AR@1000; a low class threshold for AP.
+  // Evaluation defaults: every proposal up to AR@1000, no threshold, no NMS (how
+  // DeepMask's AR is measured); a low class threshold for AP.
   const callOptions =
     mode === 'proposals'
-      ? { maxProposals: flags.maxProposals ?? 1000, maxDetections: flags.maxDetections ?? 1000 }
+      ? {
+          maxProposals: flags.maxProposals ?? 1000,
+          maxDetections: flags.maxDetections ?? 1000,
+          scoreThreshold: flags.scoreThreshold ?? 0,
+          nmsThreshold: flags.nmsThreshold ?? 1,
+        }
       : { scoreThreshold: flags.scoreThreshold ?? 0.05 };
   const bar = process.stderr.isTTY ? new SingleBar({ format: 'eval [{bar}] {value}/{total} images | {eta_formatted} left', hideCursor: true }) : undefined;
   bar?.start(work.length, 0);

@@ -80,7 +80,7 @@ withRunOptions(
       .description('segment images (files or folders of images): one JSON per image, optional overlays and COCO results'),
     "'instances' (classified) or 'proposals' (class-agnostic)",
   ),
-  { proposals: 'default 100', detections: 'default 100', score: 'default 0.5 instances, 0 proposals', nms: 'default 0.3 instances, off for proposals' },
+  { proposals: 'default 100', detections: 'default 100', score: 'default 0.5', nms: 'default 0.3 instances, 0.5 proposals' },
 )
   .option('--out <dir>', 'folder for the outputs', '.')
   .option('--json', 'print each result as one JSON line instead of a summary')

@@ -34,14 +34,17 @@ export interface SegmentOptions {
   /** Instances returned at most. Default 100 (MultiPathNet's keep_top_k). */
   maxDetections?: number;
   /**
-   * Minimum score kept: class probability in 'instances' mode (default 0.5, the
-   * MultiPathNet demo's -thr), objectness in 'proposals' mode (default 0: all).
+   * Minimum score kept: class probability in 'instances' mode, objectness in
+   * 'proposals' mode. Default 0.5 (the MultiPathNet demo's -thr). `fovea eval`
+   * uses 0.05 (instances) and 0 (proposals, as DeepMask's AR is measured).
    */
   scoreThreshold?: number;
   /**
    * IoU above which a lower-scored box of the same class is suppressed. Default
-   * 0.3 in 'instances' mode (MultiPathNet), 1 (off) in 'proposals' mode (DeepMask
-   * has no NMS). Values >= 1 disable NMS.
+   * 0.3 in 'instances' mode (MultiPathNet), 0.5 in 'proposals' mode (DeepMask
+   * itself has no NMS: its dense windows overlap heavily, which is what recall
+   * evaluation wants and what a person looking at the result does not; `fovea
+   * eval` turns it off). Values >= 1 disable NMS.
    */
   nmsThreshold?: number;
   /** Mask probability threshold. Default 0.2 (DeepMask/SharpMask). */
@@ -222,8 +225,8 @@ export function resolveSegmentOptions(
     mode,
     maxProposals: c.maxProposals ?? 100,
     maxDetections: c.maxDetections ?? 100,
-    scoreThreshold: c.scoreThreshold ?? (mode === 'instances' ? 0.5 : 0),
-    nmsThreshold: c.nmsThreshold ?? (mode === 'instances' ? 0.3 : 1),
+    scoreThreshold: c.scoreThreshold ?? 0.5,
+    nmsThreshold: c.nmsThreshold ?? (mode === 'instances' ? 0.3 : 0.5),
     maskThreshold: c.maskThreshold ?? 0.2,
     maxSide: c.maxSide ?? 600,
   };

@@ -49,7 +49,7 @@ describe('fovea segment', () => {
 
   itBuilt('--json prints one JSON line per image', () => {
     const dir = folderWithPhotos(['a.jpg']);
-    const r = fovea(['segment', path.join(dir, 'a.jpg'), ...modelArgs, '--out', dir, '--json', '--mode', 'proposals', '--max-proposals', '5']);
+    const r = fovea(['segment', path.join(dir, 'a.jpg'), ...modelArgs, '--out', dir, '--json', '--mode', 'proposals', '--max-proposals', '5', '--score-threshold', '0', '--nms-threshold', '1']);
     expect(r.status).toBe(0);
     const lines = r.stdout.trim().split('\n');
     expect(lines).toHaveLength(1);
