@@ -31,7 +31,7 @@ const { DEFAULT_MODEL, DEFAULT_CLASSIFIER } = require(path.join(root, 'dist', 'o
 const { BENCH_PHOTO } = require(path.join(root, 'dist', 'bench.js'));
 
 const model = opts.model || DEFAULT_MODEL;
-const classifier = opts.classifier || (opts.model ? '' : DEFAULT_CLASSIFIER);
+const classifier = opts.classifier || (!opts.model && fs.existsSync(DEFAULT_CLASSIFIER) ? DEFAULT_CLASSIFIER : '');
 const configOf = (file) => JSON.parse(readSafetensorsHeaderFromFile(file).metadata['fovea.config']);
 const smCfg = configOf(model);
 const mpnCfg = classifier ? configOf(classifier) : undefined;
