@@ -77,7 +77,8 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
     if (!Number.isInteger(v) || v < min || v > 10000) throw new FoveaError('ERR_OPTIONS', `${name} must be an integer >= ${min}, got ${v}`);
   }
   const segmenter = await createSegmenter(options.segmenter);
-  const mode: Mode = options.mode ?? (segmenter.hasClassifier ? 'instances' : 'proposals');
+  const { hasClassifier } = segmenter;
+  const mode: Mode = options.mode ?? (hasClassifier ? 'instances' : 'proposals');
   const results: SizeResult[] = [];
   try {
     for (const [width, height] of sizes) {
@@ -129,7 +130,7 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
       threads: i.threads,
     },
     model: options.segmenter.model ?? 'embedded',
-    classifier: options.segmenter.classifier === undefined ? (options.segmenter.model ? null : 'embedded') : options.segmenter.classifier,
+    classifier: !hasClassifier ? null : (options.segmenter.classifier ?? 'embedded'),
     mode,
     device: segmenter.device,
     warmup,

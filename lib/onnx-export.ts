@@ -42,7 +42,7 @@ import * as path from 'node:path';
 import { onnx } from 'onnx-proto';
 import { FoveaError } from './errors';
 import { version } from './info';
-import { CONFIG_METADATA_KEY, readSafetensors, type SafetensorsFile, type SafetensorsTensor } from './safetensors';
+import { CONFIG_METADATA_KEY, readSafetensors, type SafetensorsFile } from './safetensors';
 
 export const ONNX_PARTS = [
   'deepmask-dense',
@@ -207,18 +207,32 @@ class ModelWeights {
     return this.file.tensors.has(name);
   }
 
-  /** The F32 tensor `name`, whose shape must match `shape` (null = any size). */
-  tensor(name: string, shape: readonly (number | null)[]): SafetensorsTensor {
+  /**
+   * The tensor `name` as float32 bytes (F16/BF16/F64 files are converted, as the
+   * native loader does), whose shape must match `shape` (null = any size).
+   */
+  tensor(name: string, shape: readonly (number | null)[]): Float32Bytes {
     const t = this.file.tensors.get(name);
     const want = `[${shape.map((d) => (d === null ? '*' : String(d))).join(', ')}]`;
     if (!t) throw weightsError(`${this.path}: missing tensor "${name}" (shape ${want})`);
-    if (t.dtype !== 'F32') throw weightsError(`${this.path}: tensor "${name}" is ${t.dtype}, expected F32`);
+    if (!FLOAT_DTYPES.has(t.dtype)) throw weightsError(`${this.path}: tensor "${name}" is ${t.dtype}, expected a float dtype`);
     if (t.shape.length !== shape.length || shape.some((d, i) => d !== null && d !== t.shape[i])) {
       throw weightsError(`${this.path}: tensor "${name}" has shape [${t.shape.join(', ')}], expected ${want}`);
     }
-    return t;
+    if (t.dtype === 'F32') return t;
+    const f = t.toFloat32();
+    return { name: t.name, shape: t.shape, bytes: new Uint8Array(f.buffer, f.byteOffset, f.byteLength) };
   }
 }
+
+/** A weight as little-endian float32 bytes, what an ONNX FLOAT initializer holds. */
+interface Float32Bytes {
+  readonly name: string;
+  readonly shape: readonly number[];
+  readonly bytes: Uint8Array;
+}
+
+const FLOAT_DTYPES: ReadonlySet<string> = new Set(['F32', 'F16', 'BF16', 'F64']);
 
 // ---------------------------------------------------------------------------
 // Graph builder: nodes, initializers and SSA value names.
@@ -322,9 +336,9 @@ class GraphBuilder {
   /**
    * A stored tensor as an initializer named after it; with other `dims` (a
    * Linear applied as a 1x1 conv, a [C] affine broadcast over [C,1,1]) under
-   * a derived name. The bytes are the file's own, not a copy.
+   * a derived name. F32 bytes are the file's own, not a copy.
    */
-  param(t: SafetensorsTensor, dims: readonly number[] = t.shape): string {
+  param(t: Float32Bytes, dims: readonly number[] = t.shape): string {
     const name = dims.join() === t.shape.join() ? t.name : `${t.name}[${dims.join('x')}]`;
     const known = this.params.get(name);
     if (known !== undefined) return known;
@@ -334,7 +348,7 @@ class GraphBuilder {
   }
 
   /** Several stored [rows, n] tensors stacked along the rows into one initializer `name`. */
-  stacked(name: string, tensors: readonly SafetensorsTensor[], dims: readonly number[]): string {
+  stacked(name: string, tensors: readonly Float32Bytes[], dims: readonly number[]): string {
     const data = new Uint8Array(tensors.reduce((n, t) => n + t.bytes.length, 0));
     let at = 0;
     for (const t of tensors) {

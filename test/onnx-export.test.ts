@@ -266,6 +266,28 @@ describe('multipathnet-resnet18-d16', () => {
   });
 });
 
+describe('half-precision weights (the embedded model is F16)', () => {
+  it('exports the F16 weights as their float32 values, as the native loader reads them', async () => {
+    const file = path.join(__dirname, '..', 'weights', 'sharpmask.safetensors');
+    const st = readSafetensors(new Uint8Array(fs.readFileSync(file)));
+    const conv1 = st.tensors.get('trunk.conv1.weight')!;
+    expect(conv1.dtype).toBe('F16');
+    const m = onnx.ModelProto.decode(exportOnnx(file, { part: 'sharpmask-dense' }));
+    const init = (m.graph as onnx.GraphProto).initializer.find((t) => t.name === 'trunk.conv1.weight')!;
+    const raw = init.rawData as Uint8Array;
+    expect(new Float32Array(Uint8Array.from(raw).buffer)).toEqual(conv1.toFloat32());
+    const out = await run(exportOnnx(file, { part: 'sharpmask-refine' }), {
+      embedding: tensor(new Float32Array(2 * 128).fill(0.1), [2, 128]),
+      h1: tensor(new Float32Array(2 * 16 * 10 * 10).fill(0.1), [2, 16, 10, 10]),
+      h2: tensor(new Float32Array(2 * 8 * 20 * 20).fill(0.1), [2, 8, 20, 20]),
+      h3: tensor(new Float32Array(2 * 4 * 40 * 40).fill(0.1), [2, 4, 40, 40]),
+      h4: tensor(new Float32Array(2 * 2 * 80 * 80).fill(0.1), [2, 2, 80, 80]),
+    });
+    expect(out['mask_logits']!.dims).toEqual([2, 160, 160]);
+    expect(data(out['mask_logits']).every(Number.isFinite)).toBe(true);
+  });
+});
+
 describe('the exported file', () => {
   it('is an opset-17 model with the documented inputs and outputs, written by exportOnnxFile', () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fovea-onnx-'));
