@@ -9,7 +9,7 @@ import { DEFAULT_MODEL } from '../lib/options';
 
 const root = path.join(__dirname, '..');
 const examples = path.join(root, 'examples');
-const photo = path.join(__dirname, 'fixtures', 'photos', 'street.jpg');
+const photo = path.join(__dirname, 'fixtures', 'photos', 'dog.jpg');
 const ready = fs.existsSync(DEFAULT_MODEL) && fs.existsSync(path.join(root, 'dist', 'index.js'));
 if (!ready) console.warn(`Skipping examples/: ${DEFAULT_MODEL} or dist/ is missing (run npm install)`);
 const itReady = ready ? it : it.skip;
