@@ -194,7 +194,18 @@ class Stage:
         self.step = 0
         self.history = []
 
-    # to implement: setup(fresh: bool), train_step() -> dict of floats, state()/load_state()
+    # to implement: setup(fresh: bool) (setting self.model, self.opt, self.cfg), lr(),
+    # train_step() -> dict of floats
+
+    def state(self):
+        return dict(model=self.model.state_dict(), optim=self.opt.state_dict(), cfg=self.cfg)
+
+    def load_state(self, st):
+        self.model.load_state_dict(st["model"])
+        self.opt.load_state_dict(st["optim"])
+        for g in self.opt.param_groups:
+            g["lr"] = self.lr()
+
     def run_budget(self) -> dict:
         a = self.args
         fresh = not os.path.exists(self.ckpt)
@@ -279,15 +290,6 @@ class DeepMaskStage(Stage):
 
     def lr(self):
         return self.args.lr or self.r["lr"]
-
-    def state(self):
-        return dict(model=self.model.state_dict(), optim=self.opt.state_dict(), cfg=self.cfg)
-
-    def load_state(self, st):
-        self.model.load_state_dict(st["model"])
-        self.opt.load_state_dict(st["optim"])
-        for g in self.opt.param_groups:
-            g["lr"] = self.lr()
 
     def train_step(self):
         r = self.r

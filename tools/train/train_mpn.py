@@ -277,15 +277,6 @@ class MultiPathNetStage(Stage):
     def lr(self):
         return self.args.lr or self.r["mpn_lr"]
 
-    def state(self):
-        return dict(model=self.model.state_dict(), optim=self.opt.state_dict(), cfg=self.cfg)
-
-    def load_state(self, st):
-        self.model.load_state_dict(st["model"])
-        self.opt.load_state_dict(st["optim"])
-        for g in self.opt.param_groups:
-            g["lr"] = self.lr()
-
     def train_step(self):
         r, m = self.r, self.model
         b = self.sampler.batch(r["mpn_images"], self.cfg["mean"], self.cfg["std"],
