@@ -99,29 +99,37 @@ void report(const RunControl & control, const char * stage, double fraction) {
     if (control.progress) control.progress(stage, fraction);
 }
 
-// Greedy NMS with nms.c's +1 rule on inclusive pixel boxes; `order` lists
-// candidate indices by decreasing score. Returns the kept ones in order.
-std::vector<size_t> nms_inclusive(const std::vector<std::array<float, 4>> & boxes, const std::vector<size_t> & order,
+// Greedy NMS through the backend op with nms.c's +1 rule on inclusive pixel
+// boxes: in decreasing score, ties in the order of `order` (the op's sort is
+// stable). An empty box (x1 < x0: an empty mask) overlaps nothing and is
+// kept. Returns the survivors in the order of `order`.
+std::vector<size_t> nms_inclusive(Backend & be, const std::vector<std::array<float, 4>> & boxes,
+                                  const std::vector<float> & scores, const std::vector<size_t> & order,
                                   float threshold) {
-    std::vector<size_t> kept;
+    auto empty = [&](size_t i) { return boxes[i][2] < boxes[i][0]; };
+    std::vector<size_t> candidates;
     for (size_t i : order) {
-        const auto & a = boxes[i];
-        bool keep = true;
-        for (size_t j : kept) {
-            const auto & b = boxes[j];
-            const float iw = std::min(a[2], b[2]) - std::max(a[0], b[0]) + 1;
-            const float ih = std::min(a[3], b[3]) - std::max(a[1], b[1]) + 1;
-            if (iw <= 0 || ih <= 0) continue;
-            const float inter = iw * ih;
-            const float area_a = (a[2] - a[0] + 1) * (a[3] - a[1] + 1), area_b = (b[2] - b[0] + 1) * (b[3] - b[1] + 1);
-            if (inter / (area_a + area_b - inter) > threshold) {
-                keep = false;
-                break;
-            }
-        }
-        if (keep) kept.push_back(i);
+        if (!empty(i)) candidates.push_back(i);
     }
-    return kept;
+    std::vector<bool> kept(boxes.size(), false);
+    if (!candidates.empty()) {
+        const int64_t n = int64_t(candidates.size());
+        Tensor b = Tensor::empty({n, 4}), s = Tensor::empty({n});
+        for (int64_t j = 0; j < n; j++) {
+            const size_t i = candidates[size_t(j)];
+            std::copy(boxes[i].begin(), boxes[i].end(), b.f32() + 4 * j);
+            s.f32()[j] = scores[i];
+        }
+        NmsParams p;
+        p.iou_threshold = threshold;
+        p.pixel_offset = 1.0f;
+        for (int64_t j : be.nms(b, s, p)) kept[candidates[size_t(j)]] = true;
+    }
+    std::vector<size_t> out;
+    for (size_t i : order) {
+        if (kept[i] || empty(i)) out.push_back(i);
+    }
+    return out;
 }
 
 }  // namespace
@@ -210,8 +218,9 @@ Result Pipeline::run(const ImageView & image, const Options & options, const Run
                         "maxDetections must be in [1, 100000], got " << options.max_detections);
     FOVEA_CHECK_OPTIONS(options.mask_threshold > 0 && options.mask_threshold < 1,
                         "maskThreshold must be in (0, 1), got " << options.mask_threshold);
-    FOVEA_CHECK_OPTIONS(std::isfinite(options.score_threshold) && std::isfinite(options.nms_threshold),
-                        "scoreThreshold and nmsThreshold must be finite");
+    FOVEA_CHECK_OPTIONS(std::isfinite(options.score_threshold) && std::isfinite(options.nms_threshold) &&
+                            options.nms_threshold >= 0,
+                        "scoreThreshold must be finite and nmsThreshold >= 0");
     FOVEA_CHECK_OPTIONS(options.max_side >= 0, "maxSide must be >= 0, got " << options.max_side);
     const std::vector<double> & scales = options.scales.empty() ? scales_ : options.scales;
     FOVEA_CHECK_OPTIONS(scales.size() <= 64, "at most 64 scales, got " << scales.size());
@@ -365,20 +374,21 @@ Result Pipeline::run(const ImageView & image, const Options & options, const Run
     if (options.mode == Mode::Proposals) {
         StageTimer t(result, "postprocess");
         std::vector<std::array<float, 4>> boxes;
+        std::vector<float> objectness;
         std::vector<size_t> order;
         for (size_t i = 0; i < proposals.size(); i++) {
             boxes.push_back(mask_box(proposals[i].mask));
-            const float objectness = 1.0f / (1.0f + std::exp(-proposals[i].logit));
-            if (objectness >= options.score_threshold) order.push_back(i);
+            objectness.push_back(1.0f / (1.0f + std::exp(-proposals[i].logit)));
+            if (objectness.back() >= options.score_threshold) order.push_back(i);
         }
-        if (options.nms_threshold < 1) order = nms_inclusive(boxes, order, options.nms_threshold);
+        if (options.nms_threshold < 1) order = nms_inclusive(be, boxes, objectness, order, options.nms_threshold);
         if (order.size() > size_t(options.max_detections)) order.resize(size_t(options.max_detections));
         for (size_t i : order) {
             const RleMask & m = proposals[i].mask;
             Instance inst;
             inst.label = "object";
             inst.category_id = 1;
-            inst.score = 1.0f / (1.0f + std::exp(-proposals[i].logit));
+            inst.score = objectness[i];
             if (m.area > 0) {
                 inst.box[0] = float(m.x0);
                 inst.box[1] = float(m.y0);
@@ -443,15 +453,15 @@ Result Pipeline::run(const ImageView & image, const Options & options, const Run
     std::vector<Detection> dets;
     for (int64_t c = 1; c < nc; c++) {
         std::vector<std::array<float, 4>> cboxes(static_cast<size_t>(k));
+        std::vector<float> cprob(static_cast<size_t>(k));
         std::vector<size_t> order;
         for (int64_t i = 0; i < k; i++) {
             for (int j = 0; j < 4; j++) cboxes[size_t(i)][size_t(j)] = cb[(i * nc + c) * 4 + j];
-            if (prob[i * nc + c] >= options.score_threshold) order.push_back(size_t(i));
+            cprob[size_t(i)] = prob[i * nc + c];
+            if (cprob[size_t(i)] >= options.score_threshold) order.push_back(size_t(i));
         }
-        std::stable_sort(order.begin(), order.end(),
-                         [&](size_t a, size_t b) { return prob[int64_t(a) * nc + c] > prob[int64_t(b) * nc + c]; });
-        if (options.nms_threshold < 1) order = nms_inclusive(cboxes, order, options.nms_threshold);
-        for (size_t i : order) dets.push_back({prob[int64_t(i) * nc + c], c, i, cboxes[i]});
+        if (options.nms_threshold < 1) order = nms_inclusive(be, cboxes, cprob, order, options.nms_threshold);
+        for (size_t i : order) dets.push_back({cprob[i], c, i, cboxes[i]});
     }
     std::stable_sort(dets.begin(), dets.end(), [](const Detection & a, const Detection & b) {
         if (a.score != b.score) return a.score > b.score;
