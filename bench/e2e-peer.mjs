@@ -28,7 +28,7 @@ const sharp = require('sharp');
 const fovea = require(path.join(root, 'dist', 'index.js'));
 const { readSafetensorsHeaderFromFile } = require(path.join(root, 'dist', 'safetensors.js'));
 const { DEFAULT_MODEL, DEFAULT_CLASSIFIER } = require(path.join(root, 'dist', 'options.js'));
-const { BENCH_PHOTO } = require(path.join(root, 'dist', 'bench.js'));
+const { BENCH_PHOTO, runBench, spread } = require(path.join(root, 'dist', 'bench.js'));
 
 const model = opts.model || DEFAULT_MODEL;
 const classifier = opts.classifier || (!opts.model && fs.existsSync(DEFAULT_CLASSIFIER) ? DEFAULT_CLASSIFIER : '');
@@ -38,7 +38,6 @@ const mpnCfg = classifier ? configOf(classifier) : undefined;
 if (smCfg.architecture !== 'sharpmask') throw new Error(`${model}: the peer benchmark needs a SharpMask model`);
 const sizes = opts.sizes.split(',').map((s) => s.split('x').map(Number));
 
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)];
 async function timeIt(fn) {
   for (let i = 0; i < opts.warmup; i++) await fn();
   const t = [];
@@ -47,7 +46,7 @@ async function timeIt(fn) {
     await fn();
     t.push(performance.now() - s);
   }
-  return { median: median(t), min: Math.min(...t), max: Math.max(...t) };
+  return spread(t);
 }
 
 function seededArray(n, seed) {
@@ -132,18 +131,22 @@ function mpnFeeds(width, height) {
   return { image: new ort.Tensor('float32', seededArray(3 * h * w, 5), [1, 3, h, w]), rois: new ort.Tensor('float32', rois, [K, 5]) };
 }
 
-const seg = await fovea.createSegmenter({ model, classifier: classifier || null });
 const mode = classifier ? 'instances' : 'proposals';
 const results = [];
 for (const [width, height] of sizes) {
-  const photo = await sharp(BENCH_PHOTO).resize(width, height, { fit: 'fill' }).jpeg({ quality: 90 }).toBuffer();
-  // fovea: segment() timings per stage (scoreThreshold 0 so the classifier sees every proposal).
-  const stageRuns = [];
-  for (let i = 0; i < opts.warmup + opts.repeats; i++) {
-    const r = await seg.segment(photo, { mode, scoreThreshold: 0, maxProposals: K });
-    if (i >= opts.warmup) stageRuns.push(r.timings);
-  }
-  const foveaStage = (name) => median(stageRuns.map((t) => t[name] ?? 0));
+  // fovea: segment() per stage (scoreThreshold 0 so the classifier sees every proposal).
+  const [fr] = (
+    await runBench({
+      segmenter: { model, classifier: classifier || null },
+      mode,
+      call: { scoreThreshold: 0, maxProposals: K },
+      sizes: [[width, height]],
+      warmup: opts.warmup,
+      repeats: opts.repeats,
+      streamImages: 1,
+    })
+  ).results;
+  const foveaStage = (name) => fr.stages[name]?.median ?? 0;
   // onnxruntime on the same work.
   const inputs = await pyramid(width, height);
   const ortTrunk = await timeIt(async () => {
@@ -160,10 +163,9 @@ for (const [width, height] of sizes) {
   if (ortClassify) rows.push({ stage: `MultiPathNet (${K} ROIs)`, fovea: foveaStage('classify'), ort: ortClassify.median });
   const modelTotal = { stage: 'model stages together', fovea: rows.reduce((a, r) => a + r.fovea, 0), ort: rows.reduce((a, r) => a + r.ort, 0) };
   rows.push(modelTotal);
-  const total = median(stageRuns.map((t) => t.total));
+  const total = fr.total.median;
   results.push({ width, height, rows, foveaTotal: total, foveaOther: total - modelTotal.fovea });
 }
-await seg.close();
 
 const info = fovea.info();
 const report = {

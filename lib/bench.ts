@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import sharp from 'sharp';
 import { FoveaError } from './errors';
 import { info, version } from './info';
-import type { Mode, SegmenterOptions } from './options';
+import type { Mode, SegmenterOptions, SegmentOptions } from './options';
 import { createSegmenter, type Timings } from './segment';
 
 export const BENCH_PHOTO = path.join(__dirname, '..', 'test', 'fixtures', 'photos', 'dog.jpg');
@@ -17,6 +17,8 @@ export const BENCH_PHOTO = path.join(__dirname, '..', 'test', 'fixtures', 'photo
 export interface BenchOptions {
   segmenter: SegmenterOptions;
   mode?: Mode;
+  /** Other per-call options of every timed segment() (e.g. maxProposals, scoreThreshold). */
+  call?: Omit<SegmentOptions, 'mode' | 'signal' | 'onProgress'>;
   /** [width, height] pairs. Default 640x480 and 1280x960. */
   sizes?: Array<[number, number]>;
   warmup?: number;
@@ -55,7 +57,8 @@ export interface BenchReport {
   results: SizeResult[];
 }
 
-function spread(values: number[]): Spread {
+/** Median, p95 and minimum of some timings. */
+export function spread(values: number[]): Spread {
   const s = [...values].sort((a, b) => a - b);
   const at = (q: number) => s[Math.min(s.length - 1, Math.ceil(q * s.length) - 1)] as number;
   return { median: at(0.5), p95: at(0.95), min: s[0] as number };
@@ -87,7 +90,7 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
       const timings: Timings[] = [];
       let instances = 0;
       for (let i = 0; i < warmup + repeats; i++) {
-        const r = await segmenter.segment(image, { mode });
+        const r = await segmenter.segment(image, { ...options.call, mode });
         if (i >= warmup) timings.push(r.timings);
         instances = r.instances.length;
       }
@@ -98,7 +101,7 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
       let n = 0;
       for await (const r of segmenter.stream(
         Array.from({ length: streamImages }, () => image),
-        { mode, concurrency: 2 },
+        { ...options.call, mode, concurrency: 2 },
       )) {
         n += r.width > 0 ? 1 : 0;
       }
