@@ -114,11 +114,12 @@ export async function segmentCommand(inputs: string[], opts: SegmentCommandOptio
   bar?.start(files.length, 0, { file: '' });
   const coco: unknown[] = [];
   const failures: string[] = [];
-  let done = 0;
+  // Results and failures both arrive in input order: `index` is the next file's.
+  let index = 0;
   const log = (line: string, stream: NodeJS.WriteStream) => {
     if (bar) bar.stop();
     stream.write(`${line}\n`);
-    if (bar) bar.start(files.length, done, { file: '' });
+    if (bar) bar.start(files.length, index, { file: '' });
   };
   try {
     const names = new Map<string, number>();
@@ -129,13 +130,11 @@ export async function segmentCommand(inputs: string[], opts: SegmentCommandOptio
       names.set(base, seen + 1);
       return seen === 0 ? base : `${base}-${seen}`;
     };
-    let index = 0;
     const onError = (e: FoveaError, i: number) => {
       failures.push(`${files[i]}: ${e.message} (${e.code})`);
       log(`fovea: ${files[i]}: ${e.message} (${e.code})`, process.stderr);
       index = i + 1;
-      done++;
-      bar?.update(done, { file: path.basename(files[i] ?? '') });
+      bar?.update(index, { file: path.basename(files[i] ?? '') });
     };
     for await (const result of segmenter.stream(files, { concurrency, onError })) {
       const file = files[index] as string;
@@ -147,8 +146,7 @@ export async function segmentCommand(inputs: string[], opts: SegmentCommandOptio
       if (opts.json) process.stdout.write(`${JSON.stringify(record)}\n`);
       else if (!bar) process.stdout.write(`${summary(file, result)}\n`);
       index++;
-      done++;
-      bar?.update(done, { file: path.basename(file) });
+      bar?.update(index, { file: path.basename(file) });
     }
   } finally {
     bar?.stop();

@@ -3,6 +3,7 @@
 // queueing, streaming, cancellation and result format; the pipeline's numbers
 // are checked against the PyTorch reference in native/test/test_pipeline.cc).
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { pipeline as pipe } from 'node:stream/promises';
@@ -96,7 +97,7 @@ describe('segment()', () => {
   it('gives the same result for the same image however it arrives (raw, PNG bytes, file path, sharp instance)', async () => {
     const img = picture(64, 48, 3);
     const png = await sharp(Buffer.from(img.data), { raw: { width: 64, height: 48, channels: 3 } }).png().toBuffer();
-    const file = path.join(fs.mkdtempSync(path.join(require('node:os').tmpdir(), 'fovea-')), 'x.png');
+    const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'fovea-')), 'x.png');
     fs.writeFileSync(file, png);
     const opts = { ...small, mode: 'proposals' as const };
     const results = await Promise.all([
