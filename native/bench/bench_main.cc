@@ -240,7 +240,7 @@ Tensor filled(const Shape & shape, uint64_t seed) {
     return t;
 }
 
-Result run_layer(const Layer & l, int repeats_opt, int threads) {
+Result run_layer(const Layer & l, int repeats_opt, int threads, cpu::ConvAlgo algo) {
     const Tensor x = filled({1, l.c, l.h, l.w}, 1);
     const Tensor w = filled({l.oc, l.c, l.k, l.k}, 2);
     const Tensor b = filled({l.oc}, 3);
@@ -256,7 +256,7 @@ Result run_layer(const Layer & l, int repeats_opt, int threads) {
     const auto warm0 = Clock::now();
     for (int i = 0; i == 0 || seconds_since(warm0) < 0.2; i++) {
         const auto t0 = Clock::now();
-        y = cpu::conv2d(x, w, b, p);
+        y = cpu::conv2d(x, w, b, p, algo);
         first = seconds_since(t0);
     }
     // Default: as many repeats as fit ~1 s per layer, between 3 and 200; the
@@ -267,7 +267,7 @@ Result run_layer(const Layer & l, int repeats_opt, int threads) {
     const auto wall0 = Clock::now();
     for (int r = 0; r < repeats; r++) {
         const auto t0 = Clock::now();
-        y = cpu::conv2d(x, w, b, p);
+        y = cpu::conv2d(x, w, b, p, algo);
         times.push_back(seconds_since(t0));
     }
     const double util = (process_cpu_seconds() - cpu0) / (seconds_since(wall0) * threads);
@@ -336,6 +336,7 @@ void usage() {
         "  --repeats N    timed runs per layer after >= 0.2 s of warm-up (default: ~1 s per layer, 3..200)\n"
         "  --threads N    worker threads, including the caller (sets FOVEA_NUM_THREADS; default: all)\n"
         "  --isa I        scalar | avx2 | avx512 (default: the best this CPU has)\n"
+        "  --algo A       auto | shifted | im2col: how conv2d feeds the GEMM (default auto, per layer)\n"
         "  --json FILE    also write the results as JSON\n"
         "  --no-peak      skip the FMA peak measurement (fractions of peak are then omitted)\n"
         "  --list-json    print the selected layers as JSON (for bench/conv-peer.mjs) and exit\n");
@@ -347,7 +348,7 @@ int main(int argc, char ** argv) {
     std::string filter, json_path, nets = "resnet50,vgg16", sizes = "224,800";
     int repeats = 0, threads = 0;
     bool peak = true, list_json = false;
-    std::string isa_arg, command = argv[0];
+    std::string isa_arg, algo_arg = "auto", command = argv[0];
     for (int i = 1; i < argc; i++) command += std::string(" ") + argv[i];
     for (int i = 1; i < argc; i++) {
         const std::string a = argv[i];
@@ -363,6 +364,7 @@ int main(int argc, char ** argv) {
         else if (a == "--threads") threads = std::atoi(value("--threads").c_str());
         else if (a == "--json") json_path = value("--json");
         else if (a == "--isa") isa_arg = value("--isa");
+        else if (a == "--algo") algo_arg = value("--algo");
         else if (a == "--no-peak") peak = false;
         else if (a == "--list-json") list_json = true;
         else if (a == "--net") nets = value("--net");
@@ -419,6 +421,14 @@ int main(int argc, char ** argv) {
         if (cpu_isa() != want) std::fprintf(stderr, "fovea_bench: %s not supported here, using %s\n",
                                             isa_arg.c_str(), cpu_isa_name(cpu_isa()));
     }
+    cpu::ConvAlgo algo;
+    if (algo_arg == "auto") algo = cpu::ConvAlgo::Auto;
+    else if (algo_arg == "shifted") algo = cpu::ConvAlgo::Shifted;
+    else if (algo_arg == "im2col") algo = cpu::ConvAlgo::Im2col;
+    else {
+        std::fprintf(stderr, "fovea_bench: --algo must be auto, shifted or im2col\n");
+        return 2;
+    }
     const int pool_threads = default_thread_pool().size();
     const CpuIsa isa = cpu_isa();
     // Peak on the widest ISA the CPU has, whatever --isa asks the convs to use.
@@ -430,7 +440,7 @@ int main(int argc, char ** argv) {
     const std::string model = cpu_model_name();
     std::printf("cpu: %s (%u hardware threads; %s)\n", model.c_str(), std::thread::hardware_concurrency(),
                 cpu_features_string().c_str());
-    std::printf("conv isa: %s, threads: %d\n", cpu_isa_name(isa), pool_threads);
+    std::printf("conv isa: %s, algo: %s, threads: %d\n", cpu_isa_name(isa), algo_arg.c_str(), pool_threads);
 
     double peak1 = 0, peak_all = 0;
     if (peak) {
@@ -459,7 +469,7 @@ int main(int argc, char ** argv) {
         const std::string label = l.label();
         Result r;
         try {
-            r = run_layer(l, repeats, pool_threads);
+            r = run_layer(l, repeats, pool_threads, algo);
         } catch (const Error & e) {
             std::fprintf(stderr, "fovea_bench: %s: %s\n", label.c_str(), e.what());
             return 1;

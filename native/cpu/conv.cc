@@ -1,77 +1,225 @@
 // conv2d as implicit GEMM on the packed micro-kernel: per image and group,
-// Y[OCg, OH*OW] = W[OCg, Cg*KH*KW] * im2col(X)[Cg*KH*KW, OH*OW]. The im2col
-// matrix is never materialised: B blocks are gathered from the image straight
-// into the micro-kernel's panel layout. 1x1 stride-1 unpadded convs read the
-// image as the B matrix directly. Bias and activation run in the epilogue.
+// Y[OCg, OH*OW] = W[OCg, Cg*KH*KW] * im2col(X)[Cg*KH*KW, OH*OW], with no
+// im2col matrix. Two ways to feed B, chosen per layer:
+//
+// - Shifted windows (ConvAlgo::Shifted): the image is laid out so that row
+//   k = (c, ky, kx) of im2col is one contiguous run of memory, and the
+//   micro-kernel reads it in place. Output pixel (oy, ox) becomes column
+//   n = oy * pitch + ox of a plane whose rows are `pitch` wide, and tap
+//   (c, ky, kx) the offset of its top-left input; the `pitch - OW` columns
+//   past each output row are computed and dropped. Stride s is handled by
+//   splitting the (padded) image into s_h x s_w phase planes, inside which
+//   every tap is again a shift. Costs: one copy of the input when it needs
+//   padding or phases, one copy of the output when pitch != OW, and
+//   (pitch - OW) / pitch wasted columns. It saves the im2col packing, which
+//   writes KH*KW copies of the input and dominates thin layers.
+// - Packed im2col (ConvAlgo::Im2col): B blocks gathered from the image
+//   straight into the micro-kernel's panel layout while packing. Used where
+//   the shifted layout wastes too much (outputs much narrower than the
+//   phase planes).
+//
+// Bias and activation run in the GEMM epilogue either way.
+
+#include <algorithm>
+#include <vector>
 
 #include "core/op_shapes.h"
+#include "core/thread_pool.h"
 #include "cpu/gemm_kernels.h"
 #include "cpu/ops.h"
 
 namespace fovea::cpu {
 
-Tensor conv2d(const Tensor & x, const Tensor & w, const Tensor & bias, const Conv2dParams & p) {
+namespace {
+
+struct ConvDims {
+    int64_t n, groups, cg, ocg, h, w, oh, ow;
+    int64_t k;  // Cg * KH * KW
+};
+
+// Phase planes of the zero-padded input for the shifted path: phase (py, px)
+// of channel c is padded(x)[c][qy * sh + py][qx * sw + px] over (qy, qx).
+// Only the phases some tap reads are stored (a strided 1x1 conv reads one).
+struct ShiftedInput {
+    const float * data = nullptr;
+    int64_t phases = 0, ph = 0, pw = 0;  // pw is the pitch of output rows
+    std::vector<int64_t> slot;           // phase py * sw + px -> stored index, -1 if unread
+    Tensor storage;                      // undefined when x is used as is
+};
+
+ShiftedInput shifted_input(const Tensor & x, const ConvDims & d, const Conv2dParams & p, int64_t kh, int64_t kw) {
+    ShiftedInput in;
+    const int64_t sh = p.stride_h, sw = p.stride_w;
+    const int64_t hp = d.h + p.pad_top + p.pad_bottom, wp = d.w + p.pad_left + p.pad_right;
+    in.ph = (hp + sh - 1) / sh;
+    in.pw = (wp + sw - 1) / sw;
+    in.slot.assign(size_t(sh * sw), -1);
+    std::vector<int64_t> stored;  // phase of each stored index
+    for (int64_t ky = 0; ky < kh; ky++) {
+        for (int64_t kx = 0; kx < kw; kx++) {
+            const int64_t phase = (ky * p.dilation_h % sh) * sw + kx * p.dilation_w % sw;
+            if (in.slot[size_t(phase)] < 0) {
+                in.slot[size_t(phase)] = int64_t(stored.size());
+                stored.push_back(phase);
+            }
+        }
+    }
+    in.phases = int64_t(stored.size());
+    if (sh == 1 && sw == 1 && hp == d.h && wp == d.w) {
+        in.data = x.f32();
+        return in;
+    }
+    const int64_t channels = d.n * d.groups * d.cg, plane = in.ph * in.pw;
+    in.storage = Tensor::empty({channels * in.phases * plane});
+    float * dst = in.storage.f32();
+    const float * src = x.f32();
+    parallel_for(channels * in.phases, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t t = begin; t < end; t++) {
+            const int64_t ch = t / in.phases, phase = stored[size_t(t % in.phases)];
+            const int64_t py = phase / sw, px = phase % sw;
+            const float * xc = src + ch * d.h * d.w;
+            float * out = dst + t * plane;
+            for (int64_t qy = 0; qy < in.ph; qy++) {
+                float * row = out + qy * in.pw;
+                const int64_t iy = qy * sh + py - p.pad_top;
+                if (iy < 0 || iy >= d.h) {
+                    std::fill(row, row + in.pw, 0.0f);
+                    continue;
+                }
+                const float * xrow = xc + iy * d.w;
+                for (int64_t qx = 0; qx < in.pw; qx++) {
+                    const int64_t ix = qx * sw + px - p.pad_left;
+                    row[qx] = ix >= 0 && ix < d.w ? xrow[ix] : 0.0f;
+                }
+            }
+        }
+    });
+    in.data = in.storage.f32();
+    return in;
+}
+
+// Column waste of the shifted layout above which packed im2col is used: the
+// dropped columns are computed in full, and narrow maps (deep layers of
+// small images) would waste more than the packing costs.
+constexpr double kMaxShiftedWaste = 0.25;
+
+ConvAlgo choose_algo(const ConvDims & d, const Conv2dParams & p) {
+    const int64_t wp = d.w + p.pad_left + p.pad_right;
+    const int64_t pitch = (wp + p.stride_w - 1) / p.stride_w;
+    return double(pitch - d.ow) > kMaxShiftedWaste * double(pitch) ? ConvAlgo::Im2col : ConvAlgo::Shifted;
+}
+
+}  // namespace
+
+Tensor conv2d(const Tensor & x, const Tensor & w, const Tensor & bias, const Conv2dParams & p, ConvAlgo algo) {
     const Shape out = conv2d_output_shape(x, w, bias, p);
     Tensor y = Tensor::empty(out);
     if (y.numel() == 0) return y;
 
-    const int64_t channels = x.dim(1), oc = w.dim(0), groups = p.groups;
+    ConvDims d;
+    d.n = out[0];
+    d.groups = p.groups;
+    d.cg = x.dim(1) / p.groups;
+    d.ocg = w.dim(0) / p.groups;
+    d.h = x.dim(2);
+    d.w = x.dim(3);
+    d.oh = out[2];
+    d.ow = out[3];
+    d.k = d.cg * w.dim(2) * w.dim(3);
+    if (algo == ConvAlgo::Auto) algo = choose_algo(d, p);
+
+    const int64_t kh = w.dim(2), kw = w.dim(3);
+    const int64_t out_plane = d.oh * d.ow;
+    packed::Problem pr;
+    pr.batches = d.n;
+    pr.groups = d.groups;
+    pr.m = d.ocg;
+    pr.k = d.k;
+    pr.a = w.f32();
+    pr.a_gs = d.ocg * d.k;
+    pr.lda = d.k;
+    pr.ep.act = p.activation;
+    if (bias.defined()) {
+        pr.ep.add = bias.f32();
+        pr.ep.beta = 1.0f;
+        pr.ep.add_rs = 1;
+        pr.add_gs = d.ocg;
+    }
+
+    if (algo == ConvAlgo::Shifted) {
+        const ShiftedInput in = shifted_input(x, d, p, kh, kw);
+        const int64_t plane = in.ph * in.pw;
+        std::vector<int64_t> offsets(size_t(d.k));
+        for (int64_t c = 0, k = 0; c < d.cg; c++) {
+            for (int64_t ky = 0; ky < kh; ky++) {
+                for (int64_t kx = 0; kx < kw; kx++, k++) {
+                    const int64_t dy = ky * p.dilation_h, dx = kx * p.dilation_w;
+                    const int64_t phase = in.slot[size_t((dy % p.stride_h) * p.stride_w + dx % p.stride_w)];
+                    offsets[size_t(k)] =
+                        (c * in.phases + phase) * plane + (dy / p.stride_h) * in.pw + dx / p.stride_w;
+                }
+            }
+        }
+        // Columns up to the last real output pixel; with the plane sizes of
+        // shifted_input, every read of every tap stays inside its image group.
+        const int64_t n_cols = (d.oh - 1) * in.pw + d.ow;
+        pr.n = n_cols;
+        pr.b_data = in.data;
+        pr.b_gs = d.cg * in.phases * plane;
+        pr.b_bs = d.groups * pr.b_gs;
+        pr.b_offsets = offsets.data();
+        if (in.pw == d.ow) {
+            pr.c = y.f32();
+            pr.c_bs = d.groups * d.ocg * out_plane;
+            pr.c_gs = d.ocg * out_plane;
+            pr.ldc = out_plane;
+            packed::run(pr);
+            return y;
+        }
+        Tensor wide = Tensor::empty({d.n * d.groups * d.ocg, n_cols});
+        pr.c = wide.f32();
+        pr.c_gs = d.ocg * n_cols;
+        pr.c_bs = d.groups * pr.c_gs;
+        pr.ldc = n_cols;
+        packed::run(pr);
+        const float * src = wide.f32();
+        float * dst = y.f32();
+        parallel_for(d.n * d.groups * d.ocg, 1, [&](int64_t begin, int64_t end) {
+            for (int64_t r = begin; r < end; r++) {
+                for (int64_t oy = 0; oy < d.oh; oy++) {
+                    std::copy_n(src + r * n_cols + oy * in.pw, d.ow, dst + r * out_plane + oy * d.ow);
+                }
+            }
+        });
+        return y;
+    }
+
     packed::ConvGeometry g;
-    g.c = channels / groups;
-    g.h = x.dim(2);
-    g.w = x.dim(3);
-    g.kh = w.dim(2);
-    g.kw = w.dim(3);
+    g.c = d.cg;
+    g.h = d.h;
+    g.w = d.w;
+    g.kh = kh;
+    g.kw = kw;
     g.sh = p.stride_h;
     g.sw = p.stride_w;
     g.pt = p.pad_top;
     g.pl = p.pad_left;
     g.dh = p.dilation_h;
     g.dw = p.dilation_w;
-    g.oh = out[2];
-    g.ow = out[3];
-    const int64_t ocg = oc / groups;
-    const int64_t k = g.c * g.kh * g.kw;
-    const int64_t in_plane = g.h * g.w, out_plane = g.oh * g.ow;
-
-    packed::Problem pr;
-    pr.batches = out[0];
-    pr.groups = groups;
-    pr.m = ocg;
+    g.oh = d.oh;
+    g.ow = d.ow;
     pr.n = out_plane;
-    pr.k = k;
-    pr.a = w.f32();
-    pr.a_gs = ocg * k;
-    pr.lda = k;
     pr.c = y.f32();
-    pr.c_bs = oc * out_plane;
-    pr.c_gs = ocg * out_plane;
+    pr.c_bs = d.groups * d.ocg * out_plane;
+    pr.c_gs = d.ocg * out_plane;
     pr.ldc = out_plane;
-    pr.ep.act = p.activation;
-    if (bias.defined()) {
-        pr.ep.add = bias.f32();
-        pr.ep.beta = 1.0f;
-        pr.ep.add_rs = 1;
-        pr.add_gs = ocg;
-    }
-
     const float * xd = x.f32();
-    const int64_t image = channels * in_plane, group_in = g.c * in_plane;
-    const bool direct = g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.pt == 0 && g.pl == 0 &&
-                        p.pad_bottom == 0 && p.pad_right == 0;
-    if (direct) {
-        pr.pack_b = [=](const packed::Kernel & kn, int64_t q, int64_t k0, int64_t kc, int64_t n0, int64_t nc,
-                        float * dst) {
-            const float * xg = xd + (q / groups) * image + (q % groups) * group_in;
-            kn.pack_strided(xg, in_plane, 1, k0, kc, n0, nc, dst);
-        };
-    } else {
-        pr.pack_b = [=](const packed::Kernel & kn, int64_t q, int64_t k0, int64_t kc, int64_t n0, int64_t nc,
-                        float * dst) {
-            const float * xg = xd + (q / groups) * image + (q % groups) * group_in;
-            kn.pack_im2col(xg, g, k0, kc, n0, nc, dst);
-        };
-    }
+    const int64_t groups = d.groups, image = d.groups * d.cg * d.h * d.w, group_in = d.cg * d.h * d.w;
+    pr.pack_b = [=](const packed::Kernel & kn, int64_t q, int64_t k0, int64_t kc, int64_t n0, int64_t nc,
+                    float * dst) {
+        const float * xg = xd + (q / groups) * image + (q % groups) * group_in;
+        kn.pack_im2col(xg, g, k0, kc, n0, nc, dst);
+    };
     packed::run(pr);
     return y;
 }

@@ -84,8 +84,9 @@ void run(const Problem & pr) {
     }
     int64_t nc = round_up(ceil_div(pr.n, n_blocks), nr);
     n_blocks = ceil_div(pr.n, nc);
+    const bool in_place = pr.b_offsets != nullptr;
     constexpr int64_t kMaxSharedFloats = int64_t(1) << 24;
-    if (m_splits > 1 && problems * n_blocks * k_blocks * kc_max * nc > kMaxSharedFloats) {
+    if (!in_place && m_splits > 1 && problems * n_blocks * k_blocks * kc_max * nc > kMaxSharedFloats) {
         // B too large to hold whole: split columns only, packing per task.
         m_splits = 1;
         n_blocks = std::min(ceil_div(pr.n, nr), std::max(n_blocks, ceil_div(want, problems)));
@@ -94,7 +95,7 @@ void run(const Problem & pr) {
     }
     const int64_t split_rows = ceil_div(m_panels, m_splits) * mr;
     m_splits = ceil_div(pr.m, split_rows);
-    const bool shared_b = m_splits > 1;
+    const bool shared_b = !in_place && m_splits > 1;
     const int64_t block_floats = kc_max * nc;
 
     auto pack_block = [&](int64_t p, int64_t nb, int64_t kb, float * dst) {
@@ -116,7 +117,7 @@ void run(const Problem & pr) {
     std::atomic<int64_t> next{0};
     auto worker = [&](int64_t, int64_t) {
         Tensor b_own;
-        if (!shared_b) b_own = Tensor::empty({block_floats});
+        if (!shared_b && !in_place) b_own = Tensor::empty({block_floats});
         for (int64_t t = next.fetch_add(1); t < tasks; t = next.fetch_add(1)) {
             const int64_t p = t / (n_blocks * m_splits);
             const int64_t nb = (t / m_splits) % n_blocks;
@@ -129,7 +130,9 @@ void run(const Problem & pr) {
             for (int64_t kb = 0; kb < k_blocks; kb++) {
                 const int64_t k0 = kb * kc_max;
                 const float * bp;
-                if (shared_b) {
+                if (in_place) {
+                    bp = pr.b_data + b * pr.b_bs + g * pr.b_gs + n0;
+                } else if (shared_b) {
                     bp = b_shared.f32() + ((p * n_blocks + nb) * k_blocks + kb) * block_floats;
                 } else {
                     pack_block(p, nb, kb, b_own.f32());
@@ -143,6 +146,7 @@ void run(const Problem & pr) {
                 blk.lda = pr.lda;
                 blk.a_k_major = pr.a_k_major;
                 blk.b = bp;
+                if (in_place) blk.b_offsets = pr.b_offsets + k0;
                 blk.c = c + m0 * pr.ldc + n0;
                 blk.ldc = pr.ldc;
                 blk.first = kb == 0;

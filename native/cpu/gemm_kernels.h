@@ -30,7 +30,8 @@ struct Epilogue {
 
 // One cache block for the micro-kernel. A: mc x kc read in place, A(i, k) =
 // a[i * lda + k], or a[k * lda + i] when a_k_major. B: ceil(nc/NR) panels,
-// each [kc][NR] (64-byte aligned, zero padded past nc). C: mc x nc, row
+// each [kc][NR] (64-byte aligned, zero padded past nc), or, when b_offsets
+// is set, read in place: B(k, j) = b[b_offsets[k] + j]. C: mc x nc, row
 // stride ldc; holds the partial sums of the earlier K blocks unless `first`.
 // The epilogue runs when `last`, with ep.add offset to the block's origin.
 struct Block {
@@ -39,6 +40,7 @@ struct Block {
     int64_t lda = 0;
     bool a_k_major = false;
     const float * b = nullptr;
+    const int64_t * b_offsets = nullptr;
     float * c = nullptr;
     int64_t ldc = 0;
     bool first = true, last = true;
@@ -91,7 +93,15 @@ struct Problem {
     const float * a = nullptr;
     int64_t a_gs = 0, lda = 0;
     bool a_k_major = false;
+    // B packed block by block through pack_b, or, when b_offsets is set (k
+    // entries), read in place: B(k, n) of problem (b, g) =
+    // b_data[b * b_bs + g * b_gs + b_offsets[k] + n]. Reading in place saves
+    // the packing copy where B's rows are contiguous runs of memory (shifted
+    // windows of an image for convs); every read must lie inside b_data.
     PackB pack_b;
+    const float * b_data = nullptr;
+    int64_t b_bs = 0, b_gs = 0;
+    const int64_t * b_offsets = nullptr;
     // C of problem (b, g) starts at c + b * c_bs + g * c_gs, row stride ldc.
     float * c = nullptr;
     int64_t c_bs = 0, c_gs = 0, ldc = 0;

@@ -15,18 +15,22 @@
 namespace fovea::cpu::packed {
 namespace {
 
-using TileFn = void (*)(int64_t kc, const float * a, int64_t lda, const float * b, float * c, int64_t ldc, int n,
-                        bool first, bool last, const Epilogue & ep, const float * add);
+using TileFn = void (*)(int64_t kc, const float * a, int64_t lda, const float * b, const int64_t * b_offsets,
+                        float * c, int64_t ldc, int n, bool first, bool last, const Epilogue & ep, const float * add);
 
-// C[M x n] (+)= A[M x kc] * B panel [kc][NV*W] (first NVA vectors, n columns
-// valid). A is read in place: A(i, k) = a[i * lda + k] (row-major) or
-// a[k * lda + i] (K_MAJOR). The M x NVA accumulators stay in registers.
-template <class Isa, int NV, bool K_MAJOR, int M, int NVA>
-void tile(int64_t kc, const float * __restrict a, int64_t lda, const float * __restrict b, float * __restrict c,
-          int64_t ldc, int n, bool first, bool last, const Epilogue & ep, const float * add) {
+// C[M x n] (+)= A[M x kc] * B[kc x n] (NVA vectors, n columns valid). A is
+// read in place: A(i, k) = a[i * lda + k] (row-major) or a[k * lda + i]
+// (K_MAJOR). B is a packed panel [kc][NV*W], or with IN_PLACE read where it
+// lies, B(k, j) = b[b_offsets[k] + j] (unaligned, nothing read past column
+// n). The M x NVA accumulators stay in registers.
+template <class Isa, int NV, bool K_MAJOR, bool IN_PLACE, int M, int NVA>
+void tile(int64_t kc, const float * __restrict a, int64_t lda, const float * __restrict b,
+          const int64_t * __restrict b_offsets, float * __restrict c, int64_t ldc, int n, bool first, bool last,
+          const Epilogue & ep, const float * add) {
     using V = typename Isa::V;
     constexpr int W = Isa::W;
     constexpr int NR = NV * W;
+    const int last_lanes = n - (NVA - 1) * W;
     V acc[M][NVA];
 #pragma GCC unroll 16
     for (int i = 0; i < M; i++) {
@@ -35,15 +39,22 @@ void tile(int64_t kc, const float * __restrict a, int64_t lda, const float * __r
     }
     for (int64_t k = 0; k < kc; k++) {
         V bv[NVA];
+        if constexpr (IN_PLACE) {
+            const float * bk = b + b_offsets[k];
 #pragma GCC unroll 8
-        for (int j = 0; j < NVA; j++) bv[j] = Isa::load(b + j * W);
+            for (int j = 0; j < NVA - 1; j++) bv[j] = Isa::loadu(bk + j * W);
+            bv[NVA - 1] = Isa::loadn(bk + (NVA - 1) * W, last_lanes);
+        } else {
+#pragma GCC unroll 8
+            for (int j = 0; j < NVA; j++) bv[j] = Isa::load(b + j * W);
+            b += NR;
+        }
 #pragma GCC unroll 16
         for (int i = 0; i < M; i++) {
             V av = Isa::set1(K_MAJOR ? a[k * lda + i] : a[i * lda + k]);
 #pragma GCC unroll 8
             for (int j = 0; j < NVA; j++) acc[i][j] = Isa::fma(av, bv[j], acc[i][j]);
         }
-        b += NR;
     }
 
     const V alpha = Isa::set1(ep.alpha);
@@ -79,10 +90,16 @@ void tile(int64_t kc, const float * __restrict a, int64_t lda, const float * __r
 
 // Index (m - 1) * NV + (nva - 1): one instantiation per edge shape, so
 // partial tiles do no wasted multiply-adds beyond the last vector.
-template <class Isa, int NV, bool K_MAJOR, int... I>
+template <class Isa, int NV, bool K_MAJOR, bool IN_PLACE, int... I>
 const TileFn * tile_table(std::integer_sequence<int, I...>) {
-    static constexpr TileFn table[] = {&tile<Isa, NV, K_MAJOR, I / NV + 1, I % NV + 1>...};
+    static constexpr TileFn table[] = {&tile<Isa, NV, K_MAJOR, IN_PLACE, I / NV + 1, I % NV + 1>...};
     return table;
+}
+
+template <class Isa, int MR, int NV, bool IN_PLACE>
+const TileFn * tile_table(bool a_k_major) {
+    constexpr auto tiles = std::make_integer_sequence<int, MR * NV>();
+    return a_k_major ? tile_table<Isa, NV, true, IN_PLACE>(tiles) : tile_table<Isa, NV, false, IN_PLACE>(tiles);
 }
 
 // Walks a cache block: each MR-row slice of A (MR x kc, L1 resident) against
@@ -91,18 +108,20 @@ template <class Isa, int MR, int NV>
 void block(const Block & blk) {
     constexpr int W = Isa::W;
     constexpr int NR = NV * W;
-    const TileFn * table = blk.a_k_major ? tile_table<Isa, NV, true>(std::make_integer_sequence<int, MR * NV>())
-                                         : tile_table<Isa, NV, false>(std::make_integer_sequence<int, MR * NV>());
+    const bool in_place = blk.b_offsets != nullptr;
+    const TileFn * table = in_place ? tile_table<Isa, MR, NV, true>(blk.a_k_major)
+                                    : tile_table<Isa, MR, NV, false>(blk.a_k_major);
     const int64_t a_row = blk.a_k_major ? 1 : blk.lda;
     for (int64_t ir = 0; ir < blk.mc; ir += MR) {
         const int m = blk.mc - ir < MR ? int(blk.mc - ir) : MR;
         const float * ap = blk.a + ir * a_row;
         for (int64_t jr = 0; jr < blk.nc; jr += NR) {
             const int n = blk.nc - jr < NR ? int(blk.nc - jr) : NR;
-            const float * bp = blk.b + (jr / NR) * blk.kc * NR;
+            const float * bp = in_place ? blk.b + jr : blk.b + (jr / NR) * blk.kc * NR;
             const float * add = blk.ep.add ? blk.ep.add + ir * blk.ep.add_rs + jr * blk.ep.add_cs : nullptr;
-            table[(m - 1) * NV + (n + W - 1) / W - 1](blk.kc, ap, blk.lda, bp, blk.c + ir * blk.ldc + jr, blk.ldc, n,
-                                                      blk.first, blk.last, blk.ep, add);
+            table[(m - 1) * NV + (n + W - 1) / W - 1](blk.kc, ap, blk.lda, bp, blk.b_offsets,
+                                                      blk.c + ir * blk.ldc + jr, blk.ldc, n, blk.first, blk.last,
+                                                      blk.ep, add);
         }
     }
 }

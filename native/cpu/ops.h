@@ -8,7 +8,11 @@
 
 namespace fovea::cpu {
 
-Tensor conv2d(const Tensor & x, const Tensor & w, const Tensor & bias, const Conv2dParams & p);   // conv.cc
+// How conv2d feeds the image to the GEMM (conv.cc explains both); Auto picks
+// per layer. Tests and benchmarks force one to check each against the other.
+enum class ConvAlgo { Auto, Shifted, Im2col };
+Tensor conv2d(const Tensor & x, const Tensor & w, const Tensor & bias, const Conv2dParams & p,
+              ConvAlgo algo = ConvAlgo::Auto);                                                    // conv.cc
 Tensor gemm(const Tensor & a, const Tensor & b, const Tensor & c, const GemmParams & p);          // gemm.cc
 Tensor linear(const Tensor & x, const Tensor & w, const Tensor & bias, Activation act);           // gemm.cc
 Tensor max_pool2d(const Tensor & x, const Pool2dParams & p);                                      // pool.cc

@@ -175,7 +175,11 @@ void check_conv_cases(const std::vector<ConvCase> & cases) {
         const Tensor b = cc.bias ? random_tensor({cc.oc}, seed++) : Tensor();
         const Tensor expected = ref_conv2d(x, w, b, cc.p);
         for_each_isa([&](CpuIsa isa) {
-            expect_close(cpu::conv2d(x, w, b, cc.p), expected, std::string(cc.name) + " on " + cpu_isa_name(isa));
+            for (cpu::ConvAlgo algo : {cpu::ConvAlgo::Shifted, cpu::ConvAlgo::Im2col}) {
+                const char * algo_name = algo == cpu::ConvAlgo::Shifted ? "shifted" : "im2col";
+                expect_close(cpu::conv2d(x, w, b, cc.p, algo), expected,
+                             std::string(cc.name) + " on " + cpu_isa_name(isa) + ", " + algo_name);
+            }
         });
     }
 }
