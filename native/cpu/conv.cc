@@ -87,10 +87,17 @@ ShiftedInput shifted_input(const Tensor & x, const ConvDims & d, const Conv2dPar
                     continue;
                 }
                 const float * xrow = xc + iy * d.w;
-                for (int64_t qx = 0; qx < in.pw; qx++) {
-                    const int64_t ix = qx * sw + px - p.pad_left;
-                    row[qx] = ix >= 0 && ix < d.w ? xrow[ix] : 0.0f;
+                // Columns qx with 0 <= qx * sw + px - pad_left < w.
+                const int64_t first = std::clamp<int64_t>((p.pad_left - px + sw - 1) / sw, 0, in.pw);
+                const int64_t end = std::clamp<int64_t>((d.w + p.pad_left - px + sw - 1) / sw, first, in.pw);
+                std::fill(row, row + first, 0.0f);
+                const float * src_x = xrow + first * sw + px - p.pad_left;
+                if (sw == 1) {
+                    std::copy(src_x, src_x + (end - first), row + first);
+                } else {
+                    for (int64_t qx = first; qx < end; qx++, src_x += sw) row[qx] = *src_x;
                 }
+                std::fill(row + end, row + in.pw, 0.0f);
             }
         }
     });

@@ -210,18 +210,21 @@ void image_scale_plane(const float * in, int64_t in_h, int64_t in_w, const Image
             dst[c - col_begin] = acc / ax.norm[size_t(c)];
         }
     }
-    // Height pass.
+    // Height pass, taps outermost so the column loops vectorise; every
+    // output still sums its taps from 0 in tap order, as the width pass does.
     for (int64_t r = row_begin; r < row_end; r++) {
         const float * w = ay.weights.data() + ay.offset[size_t(r)];
         const int64_t taps = ay.offset[size_t(r) + 1] - ay.offset[size_t(r)];
         const float * s = tmp + int64_t(ay.first[size_t(r)]) * cols;
-        float * dst = out + (r - row_begin) * cols;
+        float * __restrict dst = out + (r - row_begin) * cols;
         const float norm = ay.norm[size_t(r)];
-        for (int64_t c = 0; c < cols; c++) {
-            float acc = 0.0f;
-            for (int64_t k = 0; k < taps; k++) acc += w[k] * s[k * cols + c];
-            dst[c] = acc / norm;
+        std::fill(dst, dst + cols, 0.0f);
+        for (int64_t k = 0; k < taps; k++) {
+            const float wk = w[k];
+            const float * __restrict sk = s + k * cols;
+            for (int64_t c = 0; c < cols; c++) dst[c] += wk * sk[c];
         }
+        for (int64_t c = 0; c < cols; c++) dst[c] /= norm;
     }
 }
 

@@ -47,24 +47,31 @@ RleMask paste_mask(const float * logits, int64_t n_h, int64_t n_w, const MaskWin
     std::vector<float> tmp(size_t(n_h * cols)), region(size_t(rows * cols));
     cpu::image_scale_plane(logits, n_h, n_w, ay, ax, r0 - window.top, r1 - window.top, c0 - window.left,
                            c1 - window.left, region.data(), tmp.data());
-    // Column-major runs over the whole image.
+    // Thresholded row-major (a vector loop), then walked column-major, one
+    // run at a time, as COCO RLE orders pixels.
+    std::vector<uint8_t> bits(region.size());
+    for (size_t i = 0; i < bits.size(); i++) bits[i] = region[i] > logit_threshold ? 1 : 0;
     runs.push(0, uint64_t(c0 * image_h));
     for (int64_t c = 0; c < cols; c++) {
         runs.push(0, uint64_t(r0));
-        for (int64_t r = 0; r < rows; r++) {
-            const uint8_t bit = region[size_t(r * cols + c)] > logit_threshold ? 1 : 0;
-            runs.push(bit, 1);
+        const uint8_t * column = bits.data() + c;
+        for (int64_t r = 0; r < rows;) {
+            const uint8_t bit = column[r * cols];
+            const int64_t start = r;
+            while (r < rows && column[r * cols] == bit) r++;
+            runs.push(bit, uint64_t(r - start));
             if (bit) {
-                const int64_t x = c0 + c, y = r0 + r;
+                const int64_t x = c0 + c, y0 = r0 + start, y1 = r0 + r - 1;
                 if (out.area == 0) {
                     out.x0 = out.x1 = x;
-                    out.y0 = out.y1 = y;
+                    out.y0 = y0;
+                    out.y1 = y1;
                 }
                 out.x0 = std::min(out.x0, x);
                 out.x1 = std::max(out.x1, x);
-                out.y0 = std::min(out.y0, y);
-                out.y1 = std::max(out.y1, y);
-                out.area++;
+                out.y0 = std::min(out.y0, y0);
+                out.y1 = std::max(out.y1, y1);
+                out.area += r - start;
             }
         }
         runs.push(0, uint64_t(image_h - r1));
