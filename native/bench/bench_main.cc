@@ -26,10 +26,14 @@
 #endif
 
 #include "core/cpu_features.h"
+#include "core/device.h"
 #include "core/error.h"
 #include "core/ops.h"
 #include "core/thread_pool.h"
 #include "cpu/ops.h"
+#ifdef FOVEA_HAVE_CUDA
+#include "cuda/api.h"
+#endif
 
 using namespace fovea;
 
@@ -327,6 +331,67 @@ void print_layer_json(const std::vector<Layer> & layers) {
     std::printf("]\n");
 }
 
+#ifdef FOVEA_HAVE_CUDA
+// --device cuda: each layer through the CUDA backend (conv2d + bias + ReLU,
+// as on the CPU), timed with CUDA events on the backend's stream after a
+// warm-up; median ms and TFLOP/s per layer, in the precision in force
+// (FOVEA_CUDA_PRECISION, default tf32 on sm_80+).
+int run_cuda(const std::vector<Layer> & layers, int repeats_opt, const std::string & precision_arg) {
+    const CudaStatus & status = cuda_status();
+    if (!status.available) {
+        std::fprintf(stderr, "fovea_bench: CUDA is not available: %s\n", status.reason.c_str());
+        return 1;
+    }
+    try {
+        Backend & be = cuda_backend(0);
+        if (precision_arg == "fp32") cuda::set_precision(0, cuda::Precision::FP32);
+        else if (precision_arg == "tf32") cuda::set_precision(0, cuda::Precision::TF32);
+        else if (!precision_arg.empty()) {
+            std::fprintf(stderr, "fovea_bench: --precision must be fp32 or tf32\n");
+            return 2;
+        }
+        const CudaDeviceInfo & dev = status.devices[0];
+        std::printf("gpu: %s (sm_%d%d, %d SMs), precision %s\n", dev.name.c_str(), dev.compute_major,
+                    dev.compute_minor, dev.multiprocessors, cuda::precision_name(cuda::precision(0)));
+        std::printf("\n%-13s %-24s %-24s %2s %7s %8s %4s %8s\n", "net", "layer", "in -> out k/s", "n", "GFLOP",
+                    "ms(med)", "rep", "TFLOP/s");
+        std::map<std::string, double> net_ms, net_gflop;
+        for (const Layer & l : layers) {
+            const Tensor x = to_device(filled({1, l.c, l.h, l.w}, 1), Device{DeviceType::CUDA, 0});
+            const Tensor w = to_device(filled({l.oc, l.c, l.k, l.k}, 2), Device{DeviceType::CUDA, 0});
+            const Tensor b = to_device(filled({l.oc}, 3), Device{DeviceType::CUDA, 0});
+            Conv2dParams p;
+            p.stride_h = p.stride_w = int(l.stride);
+            p.pad_top = p.pad_left = p.pad_bottom = p.pad_right = int(l.pad);
+            p.activation = Activation::Relu;
+            auto once = [&] { be.conv2d(x, w, b, p); };
+            const std::vector<float> warm = cuda::time_on_stream(0, 3, once);
+            const float first = *std::max_element(warm.begin(), warm.end());
+            const int repeats = repeats_opt > 0 ? repeats_opt : int(std::clamp(500.0 / std::max(first, 1e-3f), 10.0, 200.0));
+            std::vector<float> ms = cuda::time_on_stream(0, repeats, once);
+            std::sort(ms.begin(), ms.end());
+            const double med = ms[ms.size() / 2];
+            char shape[64];
+            std::snprintf(shape, sizeof shape, "%lldx%lld^2->%lldx%lld^2 %lld/%lld", (long long)l.c, (long long)l.h,
+                          (long long)l.oc, (long long)l.oh(), (long long)l.k, (long long)l.stride);
+            std::printf("%-13s %-24s %-24s %2d %7.3f %8.4f %4d %8.2f\n", l.tag().c_str(), l.name.c_str(), shape,
+                        l.count, l.gflop(), med, repeats, l.gflop() / med);
+            std::fflush(stdout);
+            net_ms[l.tag()] += med * l.count;
+            net_gflop[l.tag()] += l.gflop() * l.count;
+        }
+        std::printf("\nall conv layers of each network (each shape's median x its count):\n");
+        for (auto & [net, ms] : net_ms) {
+            std::printf("  %-14s %9.2f ms  %8.2f TFLOP/s\n", net.c_str(), ms, net_gflop[net] / ms);
+        }
+    } catch (const Error & e) {
+        std::fprintf(stderr, "fovea_bench: %s\n", e.what());
+        return 1;
+    }
+    return 0;
+}
+#endif
+
 void usage() {
     std::printf(
         "usage: fovea_bench [options]\n"
@@ -336,10 +401,12 @@ void usage() {
         "  --repeats N    timed runs per layer after >= 0.2 s of warm-up (default: ~1 s per layer, 3..200)\n"
         "  --threads N    worker threads, including the caller (sets FOVEA_NUM_THREADS; default: all)\n"
         "  --isa I        scalar | avx2 | avx512 (default: the best this CPU has)\n"
-        "  --algo A       auto | shifted | im2col: how conv2d feeds the GEMM (default auto, per layer)\n"
+        "  --algo A       auto | shifted | im2col | im2col-merged: how conv2d feeds the GEMM (default auto)\n"
         "  --json FILE    also write the results as JSON\n"
         "  --no-peak      skip the FMA peak measurement (fractions of peak are then omitted)\n"
-        "  --list-json    print the selected layers as JSON (for bench/conv-peer.mjs) and exit\n");
+        "  --list-json    print the selected layers as JSON (for bench/conv-peer.mjs) and exit\n"
+        "  --device D     cpu (default) | cuda: time the layers on CUDA device 0 instead (CUDA builds)\n"
+        "  --precision P  with --device cuda: fp32 | tf32 (default: FOVEA_CUDA_PRECISION, else tf32 on sm_80+)\n");
 }
 
 }  // namespace
@@ -349,6 +416,7 @@ int main(int argc, char ** argv) {
     int repeats = 0, threads = 0;
     bool peak = true, list_json = false;
     std::string isa_arg, algo_arg = "auto", command = argv[0];
+    std::string device_arg = "cpu", precision_arg;
     for (int i = 1; i < argc; i++) command += std::string(" ") + argv[i];
     for (int i = 1; i < argc; i++) {
         const std::string a = argv[i];
@@ -369,6 +437,8 @@ int main(int argc, char ** argv) {
         else if (a == "--list-json") list_json = true;
         else if (a == "--net") nets = value("--net");
         else if (a == "--size") sizes = value("--size");
+        else if (a == "--device") device_arg = value("--device");
+        else if (a == "--precision") precision_arg = value("--precision");
         else if (a == "--help" || a == "-h") {
             usage();
             return 0;
@@ -406,6 +476,18 @@ int main(int argc, char ** argv) {
         print_layer_json(layers);
         return 0;
     }
+    if (device_arg == "cuda") {
+#ifdef FOVEA_HAVE_CUDA
+        return run_cuda(layers, repeats, precision_arg);
+#else
+        std::fprintf(stderr, "fovea_bench: this build has no CUDA backend (%s)\n", cuda_status().reason.c_str());
+        return 1;
+#endif
+    }
+    if (device_arg != "cpu") {
+        std::fprintf(stderr, "fovea_bench: --device must be cpu or cuda\n");
+        return 2;
+    }
     // The pool reads FOVEA_NUM_THREADS when first used, which is below.
     if (threads > 0) setenv("FOVEA_NUM_THREADS", std::to_string(threads).c_str(), 1);
     if (!isa_arg.empty()) {
@@ -425,8 +507,9 @@ int main(int argc, char ** argv) {
     if (algo_arg == "auto") algo = cpu::ConvAlgo::Auto;
     else if (algo_arg == "shifted") algo = cpu::ConvAlgo::Shifted;
     else if (algo_arg == "im2col") algo = cpu::ConvAlgo::Im2col;
+    else if (algo_arg == "im2col-merged") algo = cpu::ConvAlgo::Im2colMerged;
     else {
-        std::fprintf(stderr, "fovea_bench: --algo must be auto, shifted or im2col\n");
+        std::fprintf(stderr, "fovea_bench: --algo must be auto, shifted, im2col or im2col-merged\n");
         return 2;
     }
     const int pool_threads = default_thread_pool().size();

@@ -16,7 +16,8 @@
 // - Packed im2col (ConvAlgo::Im2col): B blocks gathered from the image
 //   straight into the micro-kernel's panel layout while packing. Used where
 //   the shifted layout wastes too much (outputs much narrower than the
-//   phase planes).
+//   phase planes), and, with the columns running over all images of the
+//   batch (ConvAlgo::Im2colMerged), for batches of small maps.
 //
 // Bias and activation run in the GEMM epilogue either way.
 
@@ -110,7 +111,14 @@ ShiftedInput shifted_input(const Tensor & x, const ConvDims & d, const Conv2dPar
 // small images) would waste more than the packing costs.
 constexpr double kMaxShiftedWaste = 0.25;
 
+// Output planes smaller than this are merged over the batch: one GEMM per
+// image would stream all the weights once per image for a few hundred
+// columns, and end in a partial register tile each time (MultiPathNet's
+// per-region layer4 runs 512x512x3x3 weights over 100 maps of 7x7).
+constexpr int64_t kMergeBelowPixels = 384;
+
 ConvAlgo choose_algo(const ConvDims & d, const Conv2dParams & p) {
+    if (d.n > 1 && d.oh * d.ow < kMergeBelowPixels) return ConvAlgo::Im2colMerged;
     const int64_t wp = d.w + p.pad_left + p.pad_right;
     const int64_t pitch = (wp + p.stride_w - 1) / p.stride_w;
     return double(pitch - d.ow) > kMaxShiftedWaste * double(pitch) ? ConvAlgo::Im2col : ConvAlgo::Shifted;
@@ -215,19 +223,41 @@ Tensor conv2d(const Tensor & x, const Tensor & w, const Tensor & bias, const Con
     g.dw = p.dilation_w;
     g.oh = d.oh;
     g.ow = d.ow;
-    pr.n = out_plane;
-    pr.c = y.f32();
-    pr.c_bs = d.groups * d.ocg * out_plane;
-    pr.c_gs = d.ocg * out_plane;
-    pr.ldc = out_plane;
     const float * xd = x.f32();
     const int64_t groups = d.groups, image = d.groups * d.cg * d.h * d.w, group_in = d.cg * d.h * d.w;
+    g.image_stride = image;
+    const bool merged = algo == ConvAlgo::Im2colMerged;
+    // Merged: one GEMM per group whose columns run over every image.
+    pr.batches = merged ? 1 : d.n;
+    pr.n = merged ? d.n * out_plane : out_plane;
     pr.pack_b = [=](const packed::Kernel & kn, int64_t q, int64_t k0, int64_t kc, int64_t n0, int64_t nc,
                     float * dst) {
         const float * xg = xd + (q / groups) * image + (q % groups) * group_in;
         kn.pack_im2col(xg, g, k0, kc, n0, nc, dst);
     };
+    if (!merged) {
+        pr.c = y.f32();
+        pr.c_bs = d.groups * d.ocg * out_plane;
+        pr.c_gs = d.ocg * out_plane;
+        pr.ldc = out_plane;
+        packed::run(pr);
+        return y;
+    }
+    // C is [group][oc][image][pixel]; y wants [image][group][oc][pixel].
+    Tensor merged_out = Tensor::empty({d.groups * d.ocg, d.n * out_plane});
+    pr.c = merged_out.f32();
+    pr.c_gs = d.ocg * pr.n;
+    pr.ldc = pr.n;
     packed::run(pr);
+    const float * src = merged_out.f32();
+    float * dst = y.f32();
+    const int64_t rows = d.groups * d.ocg;
+    parallel_for(d.n * rows, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t t = begin; t < end; t++) {
+            const int64_t img = t / rows, row = t % rows;
+            std::copy_n(src + (row * d.n + img) * out_plane, out_plane, dst + t * out_plane);
+        }
+    });
     return y;
 }
 

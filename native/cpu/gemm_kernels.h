@@ -47,12 +47,15 @@ struct Block {
     Epilogue ep;
 };
 
-// Input geometry of one conv image group, for packing im2col blocks.
+// Input geometry of one conv image group, for packing im2col blocks. The
+// columns may run over several images (column n is pixel n % (oh*ow) of
+// image n / (oh*ow)), which are image_stride floats apart.
 struct ConvGeometry {
     int64_t c = 0, h = 0, w = 0;  // channels of the group, height, width
     int64_t kh = 1, kw = 1;
     int64_t sh = 1, sw = 1, pt = 0, pl = 0, dh = 1, dw = 1;
     int64_t oh = 0, ow = 0;
+    int64_t image_stride = 0;
 };
 
 // The packing functions write ceil(nc/NR) panels of [kc][NR] at dst, zero
@@ -66,8 +69,8 @@ struct Kernel {
     void (*pack_strided)(const float * b, int64_t rs, int64_t cs, int64_t k0, int64_t kc, int64_t n0, int64_t nc,
                          float * dst);
     // Rows [k0, k0+kc) x columns [n0, n0+nc) of im2col(x): row k is (channel,
-    // ky, kx), column n the output pixel (n / ow, n % ow); x points at the
-    // group's first channel.
+    // ky, kx), column n the output pixel (n / ow, n % ow) of an image (see
+    // ConvGeometry); x points at the first image's group's first channel.
     void (*pack_im2col)(const float * x, const ConvGeometry & g, int64_t k0, int64_t kc, int64_t n0, int64_t nc,
                         float * dst);
 };

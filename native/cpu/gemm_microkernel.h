@@ -201,21 +201,23 @@ void pack_im2col(const float * x, const ConvGeometry & g, int64_t k0, int64_t kc
     // They are the same for every k, so they are found once per block.
     struct Segment {
         int64_t dst, len, oy, ox;
+        const float * image;
     };
     std::vector<Segment> segs;
     segs.reserve(size_t(nc / NR + nc / g.ow + 2));
+    const int64_t out_plane = g.oh * g.ow;
     for (int64_t l = 0; l < nc;) {
-        const int64_t n = n0 + l, oy = n / g.ow, ox = n % g.ow, col = l % NR;
+        const int64_t n = n0 + l, pixel = n % out_plane, oy = pixel / g.ow, ox = pixel % g.ow, col = l % NR;
         int64_t len = g.ow - ox < nc - l ? g.ow - ox : nc - l;
         len = len < NR - col ? len : NR - col;
-        segs.push_back({(l / NR) * kc * NR + col, len, oy, ox});
+        segs.push_back({(l / NR) * kc * NR + col, len, oy, ox, x + (n / out_plane) * g.image_stride});
         l += len;
     }
     const int64_t taps = g.kh * g.kw;
     for (int64_t kk = 0; kk < kc; kk++) {
         const int64_t k = k0 + kk;
         const int64_t c = k / taps, ky = (k % taps) / g.kw, kx = k % g.kw;
-        const float * plane = x + c * g.h * g.w;
+        const int64_t plane = c * g.h * g.w;
         const int64_t dy = ky * g.dh - g.pt, dx = kx * g.dw - g.pl;
         for (const Segment & sg : segs) {
             float * d = dst + sg.dst + kk * NR;
@@ -224,7 +226,7 @@ void pack_im2col(const float * x, const ConvGeometry & g, int64_t k0, int64_t kc
                 zero_run<Isa>(d, sg.len);
                 continue;
             }
-            const float * row = plane + iy * g.w;
+            const float * row = sg.image + plane + iy * g.w;
             const int64_t ix0 = sg.ox * g.sw + dx;
             if (g.sw <= 2) {
                 // Columns t in [lo, hi) of the segment read inside the row:

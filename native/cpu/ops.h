@@ -10,7 +10,7 @@ namespace fovea::cpu {
 
 // How conv2d feeds the image to the GEMM (conv.cc explains both); Auto picks
 // per layer. Tests and benchmarks force one to check each against the other.
-enum class ConvAlgo { Auto, Shifted, Im2col };
+enum class ConvAlgo { Auto, Shifted, Im2col, Im2colMerged };
 Tensor conv2d(const Tensor & x, const Tensor & w, const Tensor & bias, const Conv2dParams & p,
               ConvAlgo algo = ConvAlgo::Auto);                                                    // conv.cc
 Tensor gemm(const Tensor & a, const Tensor & b, const Tensor & c, const GemmParams & p);          // gemm.cc

@@ -175,8 +175,10 @@ void check_conv_cases(const std::vector<ConvCase> & cases) {
         const Tensor b = cc.bias ? random_tensor({cc.oc}, seed++) : Tensor();
         const Tensor expected = ref_conv2d(x, w, b, cc.p);
         for_each_isa([&](CpuIsa isa) {
-            for (cpu::ConvAlgo algo : {cpu::ConvAlgo::Shifted, cpu::ConvAlgo::Im2col}) {
-                const char * algo_name = algo == cpu::ConvAlgo::Shifted ? "shifted" : "im2col";
+            for (cpu::ConvAlgo algo : {cpu::ConvAlgo::Shifted, cpu::ConvAlgo::Im2col, cpu::ConvAlgo::Im2colMerged}) {
+                const char * algo_name = algo == cpu::ConvAlgo::Shifted  ? "shifted"
+                                         : algo == cpu::ConvAlgo::Im2col ? "im2col"
+                                                                         : "im2col over the batch";
                 expect_close(cpu::conv2d(x, w, b, cc.p, algo), expected,
                              std::string(cc.name) + " on " + cpu_isa_name(isa) + ", " + algo_name);
             }
@@ -243,6 +245,10 @@ FOVEA_TEST(conv2d_larger_layers) {
         {"3x3 96->40 stride 2 on 31x29", 1, 96, 31, 29, 40, 3, 3, conv_params(2, 1), true},
         {"1x1 600->33 on 12x12", 1, 600, 12, 12, 33, 1, 1, conv_params(1, 0), true},
         {"3x3 32->24 on 60x45 batch 2", 2, 32, 60, 45, 24, 3, 3, conv_params(1, 1), true},
+        // Merged over the batch: column blocks start and end inside images.
+        {"3x3 96->70 on a batch of 9 7x7 maps", 9, 96, 7, 7, 70, 3, 3, conv_params(1, 1, 1, 1, Activation::Relu), true},
+        {"3x3/2 40->24 on a batch of 5 13x11 maps, groups 2", 5, 40, 13, 11, 24, 3, 3, conv_params(2, 1, 1, 2),
+         true},
     });
 }
 
