@@ -161,6 +161,16 @@ Tensor conv2d(const Tensor & x, const Tensor & w, const Tensor & bias, const Con
         pr.add_gs = d.ocg;
     }
 
+    // C laid out as y itself: [image][group][oc][pixel].
+    auto run_into_y = [&]() {
+        pr.c = y.f32();
+        pr.c_gs = d.ocg * out_plane;
+        pr.c_bs = d.groups * pr.c_gs;
+        pr.ldc = out_plane;
+        packed::run(pr);
+        return y;
+    };
+
     if (algo == ConvAlgo::Shifted) {
         const ShiftedInput in = shifted_input(x, d, p, kh, kw);
         const int64_t plane = in.ph * in.pw;
@@ -183,14 +193,7 @@ Tensor conv2d(const Tensor & x, const Tensor & w, const Tensor & bias, const Con
         pr.b_gs = d.cg * in.phases * plane;
         pr.b_bs = d.groups * pr.b_gs;
         pr.b_offsets = offsets.data();
-        if (in.pw == d.ow) {
-            pr.c = y.f32();
-            pr.c_bs = d.groups * d.ocg * out_plane;
-            pr.c_gs = d.ocg * out_plane;
-            pr.ldc = out_plane;
-            packed::run(pr);
-            return y;
-        }
+        if (in.pw == d.ow) return run_into_y();
         Tensor wide = Tensor::empty({d.n * d.groups * d.ocg, n_cols});
         pr.c = wide.f32();
         pr.c_gs = d.ocg * n_cols;
@@ -235,14 +238,7 @@ Tensor conv2d(const Tensor & x, const Tensor & w, const Tensor & bias, const Con
         const float * xg = xd + (q / groups) * image + (q % groups) * group_in;
         kn.pack_im2col(xg, g, k0, kc, n0, nc, dst);
     };
-    if (!merged) {
-        pr.c = y.f32();
-        pr.c_bs = d.groups * d.ocg * out_plane;
-        pr.c_gs = d.ocg * out_plane;
-        pr.ldc = out_plane;
-        packed::run(pr);
-        return y;
-    }
+    if (!merged) return run_into_y();
     // C is [group][oc][image][pixel]; y wants [image][group][oc][pixel].
     Tensor merged_out = Tensor::empty({d.groups * d.ocg, d.n * out_plane});
     pr.c = merged_out.f32();
