@@ -36,6 +36,17 @@
     ],
     'fovea_cuda_sources': [
       'native/cuda/device.cu',
+      'native/cuda/allocator.cu',
+      'native/cuda/backend.cu',
+      'native/cuda/activation.cu',
+      'native/cuda/batchnorm.cu',
+      'native/cuda/conv.cu',
+      'native/cuda/elementwise.cu',
+      'native/cuda/gemm.cu',
+      'native/cuda/nms.cu',
+      'native/cuda/pool.cu',
+      'native/cuda/resize.cu',
+      'native/cuda/roi.cu',
     ],
     'fovea_addon_sources': [
       'native/addon/addon.cc',
@@ -54,6 +65,7 @@
       'native/test/fixtures.cc',
       'native/test/test_models_multipathnet.cc',
       'native/test/test_pipeline.cc',
+      'native/test/test_cuda_ops.cc',
     ],
     'fovea_bench_sources': [
       'native/bench/bench_main.cc',

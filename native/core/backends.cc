@@ -2,12 +2,27 @@
 
 #include "core/device.h"
 #include "core/error.h"
+#ifdef FOVEA_HAVE_CUDA
+#include "cuda/api.h"
+#endif
 
 namespace fovea {
 
 #ifdef FOVEA_HAVE_CUDA
 CudaStatus cuda_probe();  // cuda/device.cu
 #endif
+
+namespace {
+
+// Throws Error(Device) with the reason when CUDA device `index` is unusable.
+void require_cuda(int index) {
+    const CudaStatus & s = cuda_status();
+    FOVEA_CHECK(s.available, ErrorCode::Device, "CUDA is not available: " << s.reason);
+    FOVEA_CHECK(index >= 0 && index < int(s.devices.size()), ErrorCode::Device,
+                "no CUDA device " << index << "; this machine has " << s.devices.size());
+}
+
+}  // namespace
 
 const CudaStatus & cuda_status() {
     static const CudaStatus status = [] {
@@ -39,6 +54,35 @@ Device parse_device(const std::string & spec) {
         if (*end == '\0' && index >= 0) return Device{DeviceType::CUDA, static_cast<int>(index)};
     }
     throw_error(ErrorCode::Options, "device must be 'cpu', 'cuda' or 'cuda:N', got '" + spec + "'");
+}
+
+Backend & cuda_backend(int index) {
+    require_cuda(index);
+#ifdef FOVEA_HAVE_CUDA
+    return cuda::backend(index);
+#else
+    throw_error(ErrorCode::Internal, "CUDA reported available in a build without it");
+#endif
+}
+
+Tensor to_device(const Tensor & t, Device device) {
+    if (device.type == DeviceType::CPU) return to_host(t);
+    require_cuda(device.index);
+#ifdef FOVEA_HAVE_CUDA
+    return cuda::to_device(t, device.index);
+#else
+    throw_error(ErrorCode::Internal, "CUDA reported available in a build without it");
+#endif
+}
+
+Tensor to_host(const Tensor & t) {
+    if (!t.defined() || t.device().type == DeviceType::CPU) return t;
+    require_cuda(t.device().index);
+#ifdef FOVEA_HAVE_CUDA
+    return cuda::to_host(t);
+#else
+    throw_error(ErrorCode::Internal, "CUDA reported available in a build without it");
+#endif
 }
 
 }  // namespace fovea

@@ -36,4 +36,13 @@ std::vector<std::string> compiled_backends();
 // Parses "cpu", "cuda", "cuda:N"; throws Error(Options) on anything else.
 Device parse_device(const std::string & spec);
 
+// Copies a tensor to a device (any dtype). A CUDA upload is enqueued on the
+// device's stream through pinned staging and returns without waiting; the
+// tensor is returned as is when already there. Throws Error(Device) when the
+// device is unavailable.
+Tensor to_device(const Tensor & t, Device device);
+// A host copy of a device tensor, after every op enqueued before on its
+// device; a host tensor is returned as is.
+Tensor to_host(const Tensor & t);
+
 }  // namespace fovea

@@ -167,5 +167,9 @@ FoldedConv fold_batch_norm(const Tensor & w, const Tensor & conv_bias, const Ten
 // The CPU backend (always present) and the CUDA backend when compiled and a
 // device exists; cuda_backend throws Error(Device) with the reason otherwise.
 Backend & cpu_backend();
+// One backend per device, created on first use. Its ops take and return
+// tensors on that device and are enqueued on the device's one stream (see
+// native/cuda/backend.cu); to_host() (core/device.h) waits for them.
+Backend & cuda_backend(int index = 0);
 
 }  // namespace fovea

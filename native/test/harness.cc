@@ -65,7 +65,7 @@ double max_abs_diff(const Tensor & actual, const Tensor & expected) {
 int main(int argc, char ** argv) {
     using namespace fovea::test;
     const char * filter = argc > 1 ? argv[1] : nullptr;
-    int passed = 0, failed = 0;
+    int passed = 0, skipped = 0, failed = 0;
     for (auto & tc : registry()) {
         if (filter && std::strstr(tc.name.c_str(), filter) == nullptr) continue;
         auto t0 = std::chrono::steady_clock::now();
@@ -74,12 +74,15 @@ int main(int argc, char ** argv) {
             double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
             std::printf("ok   %s (%.1f ms)\n", tc.name.c_str(), ms);
             passed++;
+        } catch (const Skip & e) {
+            std::printf("skip %s: %s\n", tc.name.c_str(), e.what());
+            skipped++;
         } catch (const std::exception & e) {
             std::printf("FAIL %s: %s\n", tc.name.c_str(), e.what());
             failed++;
         }
         std::fflush(stdout);
     }
-    std::printf("%d passed, %d failed\n", passed, failed);
+    std::printf("%d passed, %d skipped, %d failed\n", passed, skipped, failed);
     return failed == 0 && passed > 0 ? 0 : 1;
 }

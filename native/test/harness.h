@@ -31,6 +31,12 @@ struct Failure : std::runtime_error {
     using std::runtime_error::runtime_error;
 };
 
+// Thrown by a test that cannot run here (no CUDA device, say): reported as
+// "skip NAME: reason", neither passed nor failed.
+struct Skip : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
 // Deterministic inputs: the same seed gives the same tensor on every machine.
 Tensor random_tensor(const Shape & shape, uint64_t seed, float lo = -1.0f, float hi = 1.0f);
 // Normalised mean squared error sum((a-b)^2) / sum(b^2), as ggml's test-backend-ops.
