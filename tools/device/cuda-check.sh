@@ -6,7 +6,8 @@
 # of the native bench on the GPU in both precisions, runs compute-sanitizer
 # memcheck, racecheck and initcheck on the CUDA tests, then the whole native
 # suite.
-# Logs and a summary go to $OUT (the device tool's folder) or ./cuda-check-out.
+# A summary and an archive of every log go to $OUT (the device tool's folder)
+# or ./cuda-check-out.
 #
 #   bash tools/device/cuda-check.sh            # from the repository root
 #
@@ -96,4 +97,8 @@ step all-tests 120 "$build/fovea_tests"
 
 printf '\n=== summary\n'
 cat "$summary"
+# The device tool brings back at most 8 files from $OUT: the summary, and
+# every log in one archive.
+(cd "$out" && tar czf logs.tar.gz --exclude=summary.txt --exclude=logs.tar.gz -- * && find . -maxdepth 1 -type f \
+    ! -name summary.txt ! -name logs.tar.gz -delete)
 exit $status
