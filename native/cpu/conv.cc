@@ -106,6 +106,11 @@ ShiftedInput shifted_input(const Tensor & x, const ConvDims & d, const Conv2dPar
     return in;
 }
 
+// Output width from which the shifted path keeps register tiles inside
+// output rows (a partial vector at each row's end) rather than running them
+// over the dropped columns and copying y out.
+constexpr int64_t kRowTilesMinWidth = 48;
+
 // Column waste of the shifted layout above which packed im2col is used: the
 // dropped columns are computed in full, and narrow maps (deep layers of
 // small images) would waste more than the packing costs.
@@ -185,15 +190,22 @@ Tensor conv2d(const Tensor & x, const Tensor & w, const Tensor & bias, const Con
                 }
             }
         }
-        // Columns up to the last real output pixel; with the plane sizes of
-        // shifted_input, every read of every tap stays inside its image group.
-        const int64_t n_cols = (d.oh - 1) * in.pw + d.ow;
-        pr.n = n_cols;
         pr.b_data = in.data;
         pr.b_gs = d.cg * in.phases * plane;
         pr.b_bs = d.groups * pr.b_gs;
         pr.b_offsets = offsets.data();
-        if (in.pw == d.ow) return run_into_y();
+        if (in.pw == d.ow || d.ow >= kRowTilesMinWidth) {
+            // Register tiles within output rows, written straight into y.
+            pr.n = out_plane;
+            pr.b_row_len = d.ow;
+            pr.b_row_pitch = in.pw;
+            return run_into_y();
+        }
+        // Narrow rows: tiles run on over the dropped columns (the plane sizes
+        // of shifted_input keep every read of every tap inside its image
+        // group, up to the last real output pixel), then y is copied out.
+        const int64_t n_cols = (d.oh - 1) * in.pw + d.ow;
+        pr.n = n_cols;
         Tensor wide = Tensor::empty({d.n * d.groups * d.ocg, n_cols});
         pr.c = wide.f32();
         pr.c_gs = d.ocg * n_cols;

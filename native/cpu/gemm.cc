@@ -137,7 +137,7 @@ void run(const Problem & pr) {
                 const int64_t k0 = kb * kc_max;
                 const float * bp;
                 if (in_place) {
-                    bp = pr.b_data + b * pr.b_bs + g * pr.b_gs + n0;
+                    bp = pr.b_data + b * pr.b_bs + g * pr.b_gs;
                 } else if (shared_b) {
                     bp = b_shared.f32() + ((p * n_blocks + nb) * k_blocks + kb) * block_floats;
                 } else {
@@ -152,7 +152,12 @@ void run(const Problem & pr) {
                 blk.lda = pr.lda;
                 blk.a_k_major = pr.a_k_major;
                 blk.b = bp;
-                if (in_place) blk.b_offsets = pr.b_offsets + k0;
+                if (in_place) {
+                    blk.b_offsets = pr.b_offsets + k0;
+                    blk.b_col0 = n0;
+                    blk.b_row_len = pr.b_row_len > 0 ? pr.b_row_len : pr.n;
+                    blk.b_row_pitch = pr.b_row_len > 0 ? pr.b_row_pitch : pr.n;
+                }
                 blk.c = c + m0 * pr.ldc + n0;
                 blk.ldc = pr.ldc;
                 blk.first = kb == 0;

@@ -31,9 +31,12 @@ struct Epilogue {
 // One cache block for the micro-kernel. A: mc x kc read in place, A(i, k) =
 // a[i * lda + k], or a[k * lda + i] when a_k_major. B: ceil(nc/NR) panels,
 // each [kc][NR] (64-byte aligned, zero padded past nc), or, when b_offsets
-// is set, read in place: B(k, j) = b[b_offsets[k] + j]. C: mc x nc, row
-// stride ldc; holds the partial sums of the earlier K blocks unless `first`.
-// The epilogue runs when `last`, with ep.add offset to the block's origin.
+// is set, read in place: column j of the block is column n = b_col0 + j of
+// B, which lies in row n / b_row_len of b at pitch b_row_pitch:
+// B(k, j) = b[b_offsets[k] + (n / b_row_len) * b_row_pitch + n % b_row_len].
+// No register tile spans two such rows. C: mc x nc, row stride ldc; holds
+// the partial sums of the earlier K blocks unless `first`. The epilogue runs
+// when `last`, with ep.add offset to the block's origin.
 struct Block {
     int64_t mc = 0, nc = 0, kc = 0;
     const float * a = nullptr;
@@ -41,6 +44,7 @@ struct Block {
     bool a_k_major = false;
     const float * b = nullptr;
     const int64_t * b_offsets = nullptr;
+    int64_t b_col0 = 0, b_row_len = 0, b_row_pitch = 0;
     float * c = nullptr;
     int64_t ldc = 0;
     bool first = true, last = true;
@@ -98,13 +102,17 @@ struct Problem {
     bool a_k_major = false;
     // B packed block by block through pack_b, or, when b_offsets is set (k
     // entries), read in place: B(k, n) of problem (b, g) =
-    // b_data[b * b_bs + g * b_gs + b_offsets[k] + n]. Reading in place saves
-    // the packing copy where B's rows are contiguous runs of memory (shifted
-    // windows of an image for convs); every read must lie inside b_data.
+    // b_data[b * b_bs + g * b_gs + b_offsets[k] + (n / b_row_len) * b_row_pitch + n % b_row_len]
+    // (b_row_len 0: one row, B(k, n) = ...[b_offsets[k] + n]). Reading in
+    // place saves the packing copy where B's rows are contiguous runs of
+    // memory (shifted windows of an image for convs, whose output rows are
+    // b_row_len pixels of a plane b_row_pitch wide); every read must lie
+    // inside b_data.
     PackB pack_b;
     const float * b_data = nullptr;
     int64_t b_bs = 0, b_gs = 0;
     const int64_t * b_offsets = nullptr;
+    int64_t b_row_len = 0, b_row_pitch = 0;
     // C of problem (b, g) starts at c + b * c_bs + g * c_gs, row stride ldc.
     float * c = nullptr;
     int64_t c_bs = 0, c_gs = 0, ldc = 0;

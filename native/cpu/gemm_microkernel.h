@@ -115,13 +115,21 @@ void block(const Block & blk) {
     for (int64_t ir = 0; ir < blk.mc; ir += MR) {
         const int m = blk.mc - ir < MR ? int(blk.mc - ir) : MR;
         const float * ap = blk.a + ir * a_row;
-        for (int64_t jr = 0; jr < blk.nc; jr += NR) {
-            const int n = blk.nc - jr < NR ? int(blk.nc - jr) : NR;
-            const float * bp = in_place ? blk.b + jr : blk.b + (jr / NR) * blk.kc * NR;
+        for (int64_t jr = 0; jr < blk.nc;) {
+            int n = blk.nc - jr < NR ? int(blk.nc - jr) : NR;
+            const float * bp;
+            if (in_place) {
+                const int64_t col = blk.b_col0 + jr, in_row = col % blk.b_row_len;
+                if (blk.b_row_len - in_row < n) n = int(blk.b_row_len - in_row);
+                bp = blk.b + (col / blk.b_row_len) * blk.b_row_pitch + in_row;
+            } else {
+                bp = blk.b + (jr / NR) * blk.kc * NR;
+            }
             const float * add = blk.ep.add ? blk.ep.add + ir * blk.ep.add_rs + jr * blk.ep.add_cs : nullptr;
             table[(m - 1) * NV + (n + W - 1) / W - 1](blk.kc, ap, blk.lda, bp, blk.b_offsets,
                                                       blk.c + ir * blk.ldc + jr, blk.ldc, n, blk.first, blk.last,
                                                       blk.ep, add);
+            jr += n;
         }
     }
 }

@@ -199,6 +199,8 @@ FOVEA_TEST(conv2d_small_and_odd_shapes) {
         {"rectangular 1x5 kernel", 1, 6, 7, 19, 10, 1, 5, asym(conv_params(1, 0), 0, 2, 0, 2), true},
         {"rectangular 5x1 kernel", 1, 6, 19, 7, 10, 5, 1, asym(conv_params(1, 0), 2, 0, 2, 0), false},
         {"wide output row 67 > panel", 1, 3, 5, 67, 17, 3, 3, conv_params(1, 1), true},
+        {"rows of 51, stride 2, groups 2, 5x5 dilated", 1, 8, 21, 101, 6, 5, 5, conv_params(2, 4, 2, 2), true},
+        {"rows of 130 over two panels, batch 2", 2, 5, 4, 130, 7, 3, 3, conv_params(1, 1), true},
     });
 }
 
