@@ -31,12 +31,17 @@ L += [
     "",
     "## Side by side with onnxruntime-node (CPU EP): same layers, same inputs, 2 threads each\n",
     "```sh\nnpm run build:ts\n"
-    f"node bench/conv-peer.mjs --bench build-bench/fovea_bench --size 224 --threads 2 --repeats 9 --json bench/results/cpu-conv-peer-ort-{date}.json\n```\n",
+    f"node bench/conv-peer.mjs --bench build-bench/fovea_bench --size 224 --threads 2 --repeats 9 --rounds {p.get('rounds', 1)} --json bench/results/cpu-conv-peer-ort-{date}.json\n```\n",
     f"onnxruntime-node {p['machine']['ort']['node']} (intraOpNumThreads 2, graph optimisation 'all', a one-node Conv model with "
     "the weights as initializers) against fovea's conv2d through the addon (`runOp`: AsyncWorker, no copies; "
-    "FOVEA_NUM_THREADS=2). All fovea layers are timed first, then all onnxruntime layers: onnxruntime's intra-op "
-    "threads spin after each run and, interleaved, made fovea look up to 2x slower. Median of 9 runs after one "
-    f"warm-up (spreads in the json); outputs agree to ≤ 5e-7 relative. Full output: [log](cpu-conv-peer-ort-{date}.log).\n",
+    "FOVEA_NUM_THREADS=2). Each round times all fovea layers, then all onnxruntime layers (onnxruntime's intra-op "
+    "threads spin after each run and, interleaved call by call, made fovea look up to 2x slower); each layer keeps "
+    f"the lowest median over {p.get('rounds', 1)} rounds of 9 runs after one warm-up (spreads in the json); outputs "
+    f"agree to ≤ 5e-7 relative. Full output: [log](cpu-conv-peer-ort-{date}.log). On this shared VM two such runs "
+    "minutes apart gave geometric means of 0.86 and 1.06: per-layer ratios move by ±30% between runs. The "
+    "runOp path hands every output to JavaScript as a new ArrayBuffer; a likely (unverified) cost on the "
+    "sub-millisecond layers is that the allocator's cache cannot reuse an output block until the garbage collector "
+    "frees the previous result. The end-to-end comparison (`npm run bench`) has no such cost.\n",
     f"**Geometric mean of the time ratio fovea/onnxruntime over the {len(p['rows'])} layers: {p['geomeanRatio']:.2f}** "
     f"(>1: fovea slower). fovea is as fast or faster on {faster} of {len(p['rows'])} layers.\n",
     "| net | layer | fovea ms | ort ms | fovea/ort |",
