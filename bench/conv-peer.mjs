@@ -92,25 +92,30 @@ function convModel(l, w, b) {
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const now = () => Number(process.hrtime.bigint()) / 1e6;
 
-async function timeIt(fn, repeats) {
-  await fn();  // warm-up: first-call allocation and packing
-  const times = [];
+// Times a and b in turn, `repeats` times each after one warm-up call of each.
+async function timeAlternating(a, b, repeats) {
+  await a();  // warm-up: first-call allocation and packing
+  await b();
+  const ta = [];
+  const tb = [];
   for (let i = 0; i < repeats; i++) {
-    const t0 = now();
-    await fn();
-    times.push(now() - t0);
+    for (const [fn, times] of [[a, ta], [b, tb]]) {
+      const t0 = now();
+      await fn();
+      times.push(now() - t0);
+    }
   }
-  return { median: median(times), min: Math.min(...times), max: Math.max(...times) };
+  const stats = (t) => ({ median: median(t), min: Math.min(...t), max: Math.max(...t) });
+  return [stats(ta), stats(tb)];
 }
 
-// Rounds of two passes: every fovea layer, then every onnxruntime layer.
-// onnxruntime's intra-op threads spin after work (its default allow_spinning)
-// and would otherwise share fovea's cores; interleaving single calls made
-// fovea look up to 2x slower than the same calls in a process without
-// onnxruntime sessions. Each layer keeps the best (lowest) median over the
-// rounds for each library: load from other tenants of a shared machine can
-// only slow a round down, and alternating the passes gives both libraries
-// the same chances of a quiet round.
+// Calls alternate, fovea then onnxruntime, layer by layer and repeat by
+// repeat, so load from other tenants of a shared machine falls on both alike.
+// onnxruntime's intra-op threads must not spin for that (its default
+// allow_spinning busy-waits after each run and took fovea's cores, making
+// fovea look up to 2x slower when interleaved), so spinning is off, as
+// fovea's own pool never spins. Rounds repeat the whole list; each layer keeps
+// the lowest median over the rounds for each library.
 const repeatsFor = (l) => (l.gflop > 10 ? Math.max(3, Math.ceil(opts.repeats / 2)) : opts.repeats);
 const cases = [];
 for (const l of layers) {
@@ -128,14 +133,18 @@ for (const l of layers) {
     interOpNumThreads: 1,
     executionMode: 'sequential',
     graphOptimizationLevel: 'all',
+    extra: { session: { intra_op: { allow_spinning: '0' } } },
   });
   const feeds = { x: new ort.Tensor('float32', x, [l.n, l.c, l.h, l.w]) };
   cases.push({ l, session, feeds, runFovea: () => native().runOp('conv2d', inputs, attrs), fovea: undefined, ort: undefined });
 }
 const better = (a, b) => (!b || a.median < b.median ? a : b);
 for (let round = 0; round < opts.rounds; round++) {
-  for (const c of cases) c.fovea = better(await timeIt(c.runFovea, repeatsFor(c.l)), c.fovea);
-  for (const c of cases) c.ort = better(await timeIt(() => c.session.run(c.feeds), repeatsFor(c.l)), c.ort);
+  for (const c of cases) {
+    const [f, o] = await timeAlternating(c.runFovea, () => c.session.run(c.feeds), repeatsFor(c.l));
+    c.fovea = better(f, c.fovea);
+    c.ort = better(o, c.ort);
+  }
 }
 const rows = [];
 for (const { l, session, feeds, runFovea, fovea: tf, ort: to } of cases) {

@@ -34,14 +34,12 @@ L += [
     f"node bench/conv-peer.mjs --bench build-bench/fovea_bench --size 224 --threads 2 --repeats 9 --rounds {p.get('rounds', 1)} --json bench/results/cpu-conv-peer-ort-{date}.json\n```\n",
     f"onnxruntime-node {p['machine']['ort']['node']} (intraOpNumThreads 2, graph optimisation 'all', a one-node Conv model with "
     "the weights as initializers) against fovea's conv2d through the addon (`runOp`: AsyncWorker, no copies; "
-    "FOVEA_NUM_THREADS=2). Each round times all fovea layers, then all onnxruntime layers (onnxruntime's intra-op "
-    "threads spin after each run and, interleaved call by call, made fovea look up to 2x slower); each layer keeps "
-    f"the lowest median over {p.get('rounds', 1)} rounds of 9 runs after one warm-up (spreads in the json); outputs "
-    f"agree to ≤ 5e-7 relative. Full output: [log](cpu-conv-peer-ort-{date}.log). On this shared VM two such runs "
-    "minutes apart gave geometric means of 0.86 and 1.06: per-layer ratios move by ±30% between runs. The "
-    "runOp path hands every output to JavaScript as a new ArrayBuffer; a likely (unverified) cost on the "
-    "sub-millisecond layers is that the allocator's cache cannot reuse an output block until the garbage collector "
-    "frees the previous result. The end-to-end comparison (`npm run bench`) has no such cost.\n",
+    "FOVEA_NUM_THREADS=2). Calls alternate, fovea then onnxruntime, repeat by repeat, with onnxruntime's "
+    "spinning off (as fovea's pool never spins), so load from other tenants of this shared VM falls on both alike; "
+    f"each layer keeps the lowest median over {p.get('rounds', 1)} rounds of 9 runs after one warm-up (spreads in "
+    f"the json); outputs agree to ≤ 5e-7 relative. Full output: [log](cpu-conv-peer-ort-{date}.log). Earlier "
+    "methods (all of one library, then all of the other) gave geometric means from 0.86 to 1.12 for the same code "
+    "minutes apart; alternating gave 0.98 and 1.00 in two runs.\n",
     f"**Geometric mean of the time ratio fovea/onnxruntime over the {len(p['rows'])} layers: {p['geomeanRatio']:.2f}** "
     f"(>1: fovea slower). fovea is as fast or faster on {faster} of {len(p['rows'])} layers.\n",
     "| net | layer | fovea ms | ort ms | fovea/ort |",
