@@ -22,20 +22,30 @@ struct AddonData {
     Napi::FunctionReference segmenter_constructor;
 };
 
+// CUDA out-of-memory is Error(OutOfMemory) from the device allocator (which
+// clears the CUDA error state), so a Segmenter stays usable after one: a run
+// holds no state between calls and its device blocks return to the cache.
 ErrorCode code_of(const std::exception & e) {
     if (const auto * fe = dynamic_cast<const Error *>(&e)) return fe->code();
     if (dynamic_cast<const std::bad_alloc *>(&e)) return ErrorCode::OutOfMemory;
     return ErrorCode::Internal;
 }
 
+// The backend of a device spec ('cpu', 'cuda', 'cuda:N'). A CUDA device that
+// cuda_status() does not list is ERR_DEVICE with the reason: never a silent
+// fallback to the CPU.
 Backend & backend_for(const std::string & device) {
     const Device d = parse_device(device);
     if (d.type == DeviceType::CPU) return cpu_backend();
     const CudaStatus & cuda = cuda_status();
     if (!cuda.available) throw Error(ErrorCode::Device, "device '" + device + "': CUDA is not available: " + cuda.reason);
-    throw Error(ErrorCode::Device, "device '" + device +
-                                       "': this build has no CUDA kernels for the pipeline yet (only the device "
-                                       "probe); use device 'cpu'");
+    if (d.index >= int(cuda.devices.size())) {
+        throw Error(ErrorCode::Device, "device '" + device + "': no CUDA device " + std::to_string(d.index) +
+                                           "; this machine has " + std::to_string(cuda.devices.size()) +
+                                           (cuda.devices.size() == 1 ? " (cuda:0)" : " (cuda:0 to cuda:" +
+                                                std::to_string(cuda.devices.size() - 1) + ")"));
+    }
+    return cuda_backend(d.index);
 }
 
 class Segmenter : public Napi::ObjectWrap<Segmenter> {

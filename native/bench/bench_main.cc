@@ -31,6 +31,7 @@
 #include "core/ops.h"
 #include "core/thread_pool.h"
 #include "cpu/ops.h"
+#include "pipeline/pipeline.h"
 #ifdef FOVEA_HAVE_CUDA
 #include "cuda/api.h"
 #endif
@@ -392,6 +393,88 @@ int run_cuda(const std::vector<Layer> & layers, int repeats_opt, const std::stri
 }
 #endif
 
+// --pipeline MODEL: Pipeline::run end to end (proposals, or instances with
+// --classifier) on a synthetic W x H photo-like image, on each device of
+// --device (e.g. cuda,cpu), after two warm-up runs: median wall ms per image
+// (a run returns host results, so the device has finished) and the median
+// of each stage's time.
+int run_pipeline(const std::string & model, const std::string & classifier, const std::string & devices,
+                 const std::string & size, int repeats_opt, const std::string & precision_arg) {
+    long long ww = 640, hh = 480;
+    if (!size.empty() && std::sscanf(size.c_str(), "%lldx%lld", &ww, &hh) != 2) {
+        std::fprintf(stderr, "fovea_bench: --image must be WxH, got %s\n", size.c_str());
+        return 2;
+    }
+    const int64_t w = ww, h = hh;
+    if (w < 1 || h < 1 || w > 16384 || h > 16384) {
+        std::fprintf(stderr, "fovea_bench: --image must be 1x1 to 16384x16384\n");
+        return 2;
+    }
+    // Smooth colour gradients with a few bright discs: something for the
+    // proposal model to score, and the same bytes on every machine.
+    std::vector<uint8_t> pixels(size_t(w * h * 3));
+    for (int64_t y = 0; y < h; y++) {
+        for (int64_t x = 0; x < w; x++) {
+            uint8_t * p = &pixels[size_t((y * w + x) * 3)];
+            p[0] = uint8_t(40 + (150 * x) / w);
+            p[1] = uint8_t(60 + (120 * y) / h);
+            p[2] = uint8_t(90 + ((x + y) * 7) % 50);
+            for (int k = 0; k < 4; k++) {
+                const int64_t cx = w * (k + 1) / 5, cy = h * (k % 2 ? 1 : 2) / 3, r = std::max<int64_t>(2, w / 10);
+                if ((x - cx) * (x - cx) + (y - cy) * (y - cy) < r * r) p[k % 3] = uint8_t(230 - 30 * k);
+            }
+        }
+    }
+    pipeline::Options opt;
+    opt.mode = classifier.empty() ? pipeline::Mode::Proposals : pipeline::Mode::Instances;
+    std::printf("pipeline: %s%s%s, %s, image %lldx%lld\n", model.c_str(), classifier.empty() ? "" : " + ",
+                classifier.c_str(), classifier.empty() ? "proposals" : "instances", (long long)w, (long long)h);
+    int status = 0;
+    for (const std::string & d : split_list(devices)) {
+        try {
+            const Device dev = parse_device(d);
+            Backend & be = dev.type == DeviceType::CPU ? cpu_backend() : cuda_backend(dev.index);
+            std::string precision = "fp32";
+#ifdef FOVEA_HAVE_CUDA
+            if (dev.type == DeviceType::CUDA) {
+                if (precision_arg == "fp32") cuda::set_precision(dev.index, cuda::Precision::FP32);
+                else if (precision_arg == "tf32") cuda::set_precision(dev.index, cuda::Precision::TF32);
+                precision = cuda::precision_name(cuda::precision(dev.index));
+            }
+#else
+            (void)precision_arg;
+#endif
+            const auto p = pipeline::Pipeline::load(model, classifier, be);
+            const pipeline::ImageView img{pixels.data(), w, h};
+            for (int i = 0; i < 2; i++) p->run(img, opt);
+            const int repeats = repeats_opt > 0 ? repeats_opt : 5;
+            std::vector<double> total;
+            std::map<std::string, std::vector<double>> stages;
+            size_t instances = 0;
+            for (int i = 0; i < repeats; i++) {
+                const auto t0 = std::chrono::steady_clock::now();
+                const pipeline::Result r = p->run(img, opt);
+                total.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+                for (const pipeline::Timing & t : r.timings) stages[t.stage].push_back(t.ms);
+                instances = r.instances.size();
+            }
+            auto median = [](std::vector<double> v) {
+                std::sort(v.begin(), v.end());
+                return v[v.size() / 2];
+            };
+            std::printf("  %-8s %-5s %9.2f ms/image (median of %d), %zu instances;", p->device_name().c_str(),
+                        precision.c_str(), median(total), repeats, instances);
+            for (auto & [stage, ms] : stages) std::printf(" %s %.2f", stage.c_str(), median(ms));
+            std::printf("\n");
+            std::fflush(stdout);
+        } catch (const Error & e) {
+            std::fprintf(stderr, "fovea_bench: pipeline on %s: %s\n", d.c_str(), e.what());
+            status = 1;
+        }
+    }
+    return status;
+}
+
 void usage() {
     std::printf(
         "usage: fovea_bench [options]\n"
@@ -406,7 +489,10 @@ void usage() {
         "  --no-peak      skip the FMA peak measurement (fractions of peak are then omitted)\n"
         "  --list-json    print the selected layers as JSON (for bench/conv-peer.mjs) and exit\n"
         "  --device D     cpu (default) | cuda: time the layers on CUDA device 0 instead (CUDA builds)\n"
-        "  --precision P  with --device cuda: fp32 | tf32 (default: FOVEA_CUDA_PRECISION, else tf32 on sm_80+)\n");
+        "  --precision P  with --device cuda: fp32 | tf32 (default: FOVEA_CUDA_PRECISION, else tf32 on sm_80+)\n"
+        "  --pipeline M   time Pipeline::run of proposal model file M end to end instead, on each device of\n"
+        "                 --device (a list: cuda,cpu); --classifier F adds MultiPathNet (instances mode);\n"
+        "                 --image WxH (default 640x480); --repeats N (default 5)\n");
 }
 
 }  // namespace
@@ -416,7 +502,7 @@ int main(int argc, char ** argv) {
     int repeats = 0, threads = 0;
     bool peak = true, list_json = false;
     std::string isa_arg, algo_arg = "auto", command = argv[0];
-    std::string device_arg = "cpu", precision_arg;
+    std::string device_arg = "cpu", precision_arg, pipeline_model, classifier_arg, image_arg;
     for (int i = 1; i < argc; i++) command += std::string(" ") + argv[i];
     for (int i = 1; i < argc; i++) {
         const std::string a = argv[i];
@@ -439,6 +525,9 @@ int main(int argc, char ** argv) {
         else if (a == "--size") sizes = value("--size");
         else if (a == "--device") device_arg = value("--device");
         else if (a == "--precision") precision_arg = value("--precision");
+        else if (a == "--pipeline") pipeline_model = value("--pipeline");
+        else if (a == "--classifier") classifier_arg = value("--classifier");
+        else if (a == "--image") image_arg = value("--image");
         else if (a == "--help" || a == "-h") {
             usage();
             return 0;
@@ -451,6 +540,9 @@ int main(int argc, char ** argv) {
     if (repeats < 0 || threads < 0) {
         std::fprintf(stderr, "fovea_bench: --repeats and --threads must be positive\n");
         return 2;
+    }
+    if (!pipeline_model.empty()) {
+        return run_pipeline(pipeline_model, classifier_arg, device_arg, image_arg, repeats, precision_arg);
     }
     std::vector<Layer> layers;
     for (const std::string & size_text : split_list(sizes)) {

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <set>
 
+#include "core/device.h"
 #include "core/error.h"
 
 namespace fovea::models {
@@ -220,9 +221,11 @@ DeepMask DeepMask::load(const ModelWeights & weights, Backend & backend) {
 
 DeepMask::Conv DeepMask::read_conv(const ModelWeights & w, const std::string & name, int stride, int sym_pad,
                                    int zero_pad, Activation act) const {
+    // Uploaded once, here: every op then reads them on the backend's device.
+    const Device dev = backend_->device();
     Conv c;
-    c.weight = w.get(name + ".weight");
-    c.bias = w.get(name + ".bias");
+    c.weight = to_device(w.get(name + ".weight"), dev);
+    c.bias = to_device(w.get(name + ".bias"), dev);
     c.stride = stride;
     c.sym_pad = sym_pad;
     c.zero_pad = zero_pad;
@@ -231,9 +234,10 @@ DeepMask::Conv DeepMask::read_conv(const ModelWeights & w, const std::string & n
 }
 
 DeepMask::Linear DeepMask::read_linear(const ModelWeights & w, const std::string & name) const {
+    const Device dev = backend_->device();
     Linear l;
-    l.weight = w.get(name + ".weight");
-    l.bias = w.get(name + ".bias");
+    l.weight = to_device(w.get(name + ".weight"), dev);
+    l.bias = to_device(w.get(name + ".bias"), dev);
     l.weight_1x1 = l.weight.reshape({l.weight.dim(0), l.weight.dim(1), 1, 1});
     return l;
 }
@@ -278,11 +282,12 @@ void DeepMask::read(const ModelWeights & w) {
             }
             if (w.has(p + ".downsample.weight")) b.downsample = read_conv(w, p + ".downsample", stride, 0, 0, none);
             if (w.has(p + ".post_affine.scale")) {
-                b.affine_scale = w.get(p + ".post_affine.scale");
-                b.affine_bias = w.get(p + ".post_affine.bias");
+                const Device dev = backend_->device();
+                b.affine_scale = to_device(w.get(p + ".post_affine.scale"), dev);
+                b.affine_bias = to_device(w.get(p + ".post_affine.bias"), dev);
                 // batch_norm with mean 0, var 1, eps 0 is exactly scale*x + bias.
-                b.zeros = Tensor::zeros(b.affine_scale.shape());
-                b.ones = Tensor::full(b.affine_scale.shape(), 1.0f);
+                b.zeros = to_device(Tensor::zeros(b.affine_scale.shape()), dev);
+                b.ones = to_device(Tensor::full(b.affine_scale.shape(), 1.0f), dev);
             }
             layers_.back().push_back(std::move(b));
         }
@@ -451,7 +456,7 @@ Tensor DeepMask::embeddings_at(const DeepMaskDense & dense, const std::vector<Gr
     FOVEA_CHECK_INPUT(e.defined() && e.ndim() == 4 && e.dim(0) == 1 && e.dim(1) == config_.embed_dim,
                       "DeepMask: the dense embedding is not [1," << config_.embed_dim << ",gh,gw]");
     const int64_t gh = e.dim(2), gw = e.dim(3);
-    if (cells.empty()) return Tensor::empty({0, config_.embed_dim});
+    if (cells.empty()) return to_device(Tensor::empty({0, config_.embed_dim}), backend_->device());
     std::vector<Tensor> vectors;
     vectors.reserve(cells.size());
     for (const GridCell & c : cells) {
@@ -475,7 +480,7 @@ Tensor DeepMask::mask_head(const Tensor & embeddings) const {
     FOVEA_CHECK_INPUT(k >= 0 && embeddings.dim(1) == config_.embed_dim,
                       "DeepMask: embeddings must be [K," << config_.embed_dim << "]");
     const int64_t o = config_.oSz;
-    if (k == 0) return Tensor::empty({0, o, o});
+    if (k == 0) return to_device(Tensor::empty({0, o, o}), backend_->device());
     const Linear & head = config_.is_vgg() ? mask_out_ : mask_fc_;
     return linear(head, embeddings, Activation::None).reshape({k, o, o});
 }

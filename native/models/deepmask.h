@@ -93,7 +93,9 @@ class DeepMask {
   public:
     // Checks the architecture ("deepmask", or "sharpmask": its DeepMask part),
     // the config and every tensor shape; a "deepmask" file must have no tensor
-    // the model does not use. Weights stay views of the file.
+    // the model does not use. Weights live on the backend's device: views of
+    // the file on the CPU, uploaded once here (to_device) on a GPU. Every
+    // input and output of the methods below lives on that device too.
     static DeepMask load(const ModelWeights & weights, Backend & backend = cpu_backend());
 
     const DeepMaskConfig & config() const { return config_; }

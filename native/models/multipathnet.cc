@@ -6,6 +6,7 @@
 #include <unordered_map>
 #include <utility>
 
+#include "core/device.h"
 #include "core/error.h"
 
 namespace fovea::models {
@@ -66,6 +67,7 @@ void add_linear(std::vector<TensorSpec> & specs, const std::string & prefix, int
 
 // ROIs as [K, 5] (batch 0, x1, y1, x2, y2), grown by f * (w, h) on each side
 // (nn.Foveal): computed in double and rounded to float, as Foveal.lua does.
+// rois: a host tensor; so is the result (a small table, uploaded by the caller).
 Tensor region_rois(const Tensor & rois, double f) {
     const int64_t k = rois.dim(0);
     Tensor out = Tensor::empty({k, 5});
@@ -83,17 +85,18 @@ Tensor region_rois(const Tensor & rois, double f) {
     return out;
 }
 
-// Rows [begin, end) of a host tensor, without a copy (the view borrows `t`'s
-// buffer; `t` must outlive it).
+// Rows [begin, end) of a float32 tensor on any device, without a copy (the
+// view borrows `t`'s buffer; `t` must outlive it).
 Tensor rows(const Tensor & t, int64_t begin, int64_t end) {
+    FOVEA_CHECK(t.dtype() == DType::F32, ErrorCode::Internal, "rows: expected a float32 tensor");
     Shape shape = t.shape();
     int64_t row = t.numel() / std::max<int64_t>(shape[0], 1);
     shape[0] = end - begin;
-    return Tensor::wrap(t.f32() + begin * row, shape);
+    return Tensor::wrap(t.data<float>() + begin * row, shape, DType::F32, t.device());
 }
 
 Tensor concat_or_empty(Backend & be, const std::vector<Tensor> & parts, int axis, const Shape & empty_shape) {
-    if (parts.empty()) return Tensor::zeros(empty_shape);
+    if (parts.empty()) return to_device(Tensor::zeros(empty_shape), be.device());
     if (parts.size() == 1) return parts[0];
     return be.concat(parts, axis);
 }
@@ -271,8 +274,12 @@ const Config & multipathnet_file_config(const ModelWeights & weights) {
 MultiPathNet::MultiPathNet(const ModelWeights & weights, Backend & backend)
     : config_(MultiPathNetConfig::parse(multipathnet_file_config(weights), weights.path() + ": fovea.config")),
       backend_(&backend) {
+    // Every weight is uploaded once, here, to the backend's device.
+    const Device dev = backend.device();
     std::unordered_map<std::string, Tensor> t;
-    for (const TensorSpec & s : multipathnet_tensor_specs(config_)) t[s.name] = weights.get(s.name, s.shape);
+    for (const TensorSpec & s : multipathnet_tensor_specs(config_)) {
+        t[s.name] = to_device(weights.get(s.name, s.shape), dev);
+    }
     weights.check_all_used();
 
     auto conv = [&](const std::string & prefix, int stride, int pad, Activation act) {
@@ -318,8 +325,8 @@ MultiPathNet::MultiPathNet(const ModelWeights & weights, Backend & backend)
     bbox_ = linear("bbox");
     bbox_mean_ = t.at("bbox_norm.mean");
     bbox_std_ = t.at("bbox_norm.std");
-    zeros4_ = Tensor::zeros({4});
-    ones4_ = Tensor::full({4}, 1.0f);
+    zeros4_ = to_device(Tensor::zeros({4}), dev);
+    ones4_ = to_device(Tensor::full({4}, 1.0f), dev);
 }
 
 Tensor MultiPathNet::run_block(const Block & b, const Tensor & x) const {
@@ -428,17 +435,22 @@ void MultiPathNet::vgg_chunk(const std::vector<Tensor> & maps, const std::vector
         // nn.Normalize(2) per ROI and tap, then the tower's x norm_scale:
         // x * norm_scale / sqrt(sum x^2 + eps), a batch norm whose channels are
         // the ROIs (variance = the ROI's sum of squares, mean 0). The sums are
-        // taken here on the host: the Backend has no reduction op.
+        // taken here on the host: the Backend has no reduction op, so on a
+        // device the pooled maps are downloaded for them (a known round trip
+        // of this variant; the per-ROI constants go back up).
         const int64_t d = x.numel() / std::max<int64_t>(n, 1);
+        const Tensor xh = to_host(x);
         Tensor sumsq = Tensor::empty({n});
-        const float * xp = x.f32();
+        const float * xp = xh.f32();
         for (int64_t i = 0; i < n; i++) {
             double s = 0;
             for (int64_t j = 0; j < d; j++) s += double(xp[i * d + j]) * double(xp[i * d + j]);
             sumsq.f32()[i] = float(s);
         }
-        p = be.batch_norm(x.reshape({1, n, d}), Tensor::full({n}, config_.norm_scale), Tensor::zeros({n}),
-                          Tensor::zeros({n}), sumsq, config_.norm_eps)
+        const Device dev = be.device();
+        p = be.batch_norm(x.reshape({1, n, d}), to_device(Tensor::full({n}, config_.norm_scale), dev),
+                          to_device(Tensor::zeros({n}), dev), to_device(Tensor::zeros({n}), dev),
+                          to_device(sumsq, dev), config_.norm_eps)
                 .reshape(x.shape());
         return p;
     };
@@ -476,8 +488,12 @@ MultiPathNetOutput MultiPathNet::forward(const Tensor & image, const Tensor & ro
                       "multipathnet: rois must be float32 [K, 4] (x1, y1, x2, y2), got "
                           << (rois.defined() ? shape_str(rois.shape()) : std::string("nothing")));
     FOVEA_CHECK_OPTIONS(options.roi_chunk >= 1, "multipathnet: roi_chunk must be >= 1, got " << options.roi_chunk);
+    // The ROIs are a small table: checked and grown into the foveal regions
+    // on the host, then uploaded once to the backend's device.
+    const Tensor rois_host = to_host(rois);
+    const Device dev = backend_->device();
     const int64_t k = rois.dim(0);
-    const float * r = rois.f32();
+    const float * r = rois_host.f32();
     for (int64_t i = 0; i < 4 * k; i++) {
         FOVEA_CHECK_INPUT(std::isfinite(r[i]), "multipathnet: ROI " << i / 4 << " has a non-finite coordinate");
     }
@@ -491,9 +507,9 @@ MultiPathNetOutput MultiPathNet::forward(const Tensor & image, const Tensor & ro
     if (k > 0) {
         maps = trunk(image);
         if (resnet) {
-            regions.push_back(region_rois(rois, 0.0));
+            regions.push_back(to_device(region_rois(rois_host, 0.0), dev));
         } else {
-            for (double f : c.foveal_factors) regions.push_back(region_rois(rois, f));
+            for (double f : c.foveal_factors) regions.push_back(to_device(region_rois(rois_host, f), dev));
         }
     }
     std::vector<MultiPathNetOutput> chunks;
@@ -542,8 +558,10 @@ MultiPathNetOutput MultiPathNet::forward(const Tensor & image, const Tensor & ro
 // ---------------------------------------------------------------------------
 // box decoding
 
-Tensor decode_multipathnet_boxes(const Tensor & boxes, const Tensor & deltas, int64_t image_width,
+Tensor decode_multipathnet_boxes(const Tensor & boxes_in, const Tensor & deltas_in, int64_t image_width,
                                  int64_t image_height) {
+    // Host arithmetic on small tables: device inputs are downloaded.
+    const Tensor boxes = to_host(boxes_in), deltas = to_host(deltas_in);
     FOVEA_CHECK_INPUT(boxes.defined() && boxes.dtype() == DType::F32 && boxes.ndim() == 2 && boxes.dim(1) == 4,
                       "decode_multipathnet_boxes: boxes must be float32 [K, 4]");
     FOVEA_CHECK_INPUT(deltas.defined() && deltas.dtype() == DType::F32 && deltas.ndim() == 2 &&

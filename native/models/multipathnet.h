@@ -143,6 +143,9 @@ class MultiPathNet {
     // says. rois: [K, 4] float32 (x1, y1, x2, y2) in the image's pixels,
     // 0-based (= the Lua 1-based coordinates minus one). K = 0 gives empty
     // outputs. Error(Input) on a bad shape or a non-finite coordinate.
+    // image lives on the backend's device; rois on the host or that device
+    // (they are checked and expanded on the host, then uploaded once). The
+    // outputs live on the backend's device. Weights are uploaded to it on load.
     MultiPathNetOutput forward(const Tensor & image, const Tensor & rois,
                                const MultiPathNetOptions & options = {}) const;
 
@@ -196,7 +199,8 @@ class MultiPathNet {
 // 4c..4c+3. The released code clamps 1-based x to [1, W] and y to [1, H]; the
 // decoding commutes with the shift by one, so on 0-based boxes the same clamp
 // is x to [0, W - 1], y to [0, H - 1]. Error(Input) on bad shapes, sizes or
-// non-finite values.
+// non-finite values. Host arithmetic: device inputs are downloaded; the
+// result is a host tensor.
 Tensor decode_multipathnet_boxes(const Tensor & boxes, const Tensor & deltas, int64_t image_width,
                                  int64_t image_height);
 

@@ -1,5 +1,6 @@
 #include "models/sharpmask.h"
 
+#include "core/device.h"
 #include "core/error.h"
 
 namespace fovea::models {
@@ -159,7 +160,7 @@ Tensor SharpMask::masks_at(const SharpMaskDense & dense, const std::vector<GridC
                                                                                    << " h maps, expected 4");
     const Tensor e = deepmask_.embeddings_at(dense.deepmask, cells);  // also checks the cells
     const int64_t side_out = config_.mask_size();
-    if (cells.empty()) return Tensor::empty({0, side_out, side_out});
+    if (cells.empty()) return to_device(Tensor::empty({0, side_out, side_out}), deepmask_.backend_->device());
     Backend & b = *deepmask_.backend_;
     const int64_t f = config_.deepmask.fSz;
     std::vector<Tensor> hs;

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <numeric>
 
+#include "core/device.h"
 #include "core/error.h"
 #include "core/thread_pool.h"
 #include "pipeline/masks.h"
@@ -81,12 +82,22 @@ Tensor planar_unit_image(const ImageView & image) {
     return t;
 }
 
-// (x - mean) / std per channel, as a batch norm (a backend op).
-Tensor normalise(Backend & be, const Tensor & x, const float * mean, const float * std) {
+// (x - mean) / std per channel, as a batch norm (a backend op) whose
+// parameters make_input_norm() put on the backend's device.
+Tensor normalise(Backend & be, const Tensor & x, const InputNorm & n) {
+    return be.batch_norm(x, n.scale, n.bias, n.mean, n.var, 0.0f);
+}
+
+InputNorm make_input_norm(Backend & be, const float * mean, const float * std) {
     std::vector<float> m(mean, mean + 3), var(3);
     for (int c = 0; c < 3; c++) var[size_t(c)] = std[c] * std[c];
-    return be.batch_norm(x, Tensor::full({3}, 1.0f), Tensor::zeros({3}), Tensor::from_vector({3}, m),
-                         Tensor::from_vector({3}, var), 0.0f);
+    const Device dev = be.device();
+    InputNorm n;
+    n.scale = to_device(Tensor::full({3}, 1.0f), dev);
+    n.bias = to_device(Tensor::zeros({3}), dev);
+    n.mean = to_device(Tensor::from_vector({3}, m), dev);
+    n.var = to_device(Tensor::from_vector({3}, var), dev);
+    return n;
 }
 
 void check_cancel(const RunControl & control) {
@@ -99,11 +110,12 @@ void report(const RunControl & control, const char * stage, double fraction) {
     if (control.progress) control.progress(stage, fraction);
 }
 
-// Greedy NMS through the backend op with nms.c's +1 rule on inclusive pixel
-// boxes: in decreasing score, ties in the order of `order` (the op's sort is
-// stable). An empty box (x1 < x0: an empty mask) overlaps nothing and is
-// kept. Returns the survivors in the order of `order`.
-std::vector<size_t> nms_inclusive(Backend & be, const std::vector<std::array<float, 4>> & boxes,
+// Greedy NMS through the CPU backend's op (host-side bookkeeping on small
+// host arrays, whatever device ran the models) with nms.c's +1 rule on
+// inclusive pixel boxes: in decreasing score, ties in the order of `order`
+// (the op's sort is stable). An empty box (x1 < x0: an empty mask) overlaps
+// nothing and is kept. Returns the survivors in the order of `order`.
+std::vector<size_t> nms_inclusive(const std::vector<std::array<float, 4>> & boxes,
                                   const std::vector<float> & scores, const std::vector<size_t> & order,
                                   float threshold) {
     auto empty = [&](size_t i) { return boxes[i][2] < boxes[i][0]; };
@@ -123,7 +135,7 @@ std::vector<size_t> nms_inclusive(Backend & be, const std::vector<std::array<flo
         NmsParams p;
         p.iou_threshold = threshold;
         p.pixel_offset = 1.0f;
-        for (int64_t j : be.nms(b, s, p)) kept[candidates[size_t(j)]] = true;
+        for (int64_t j : cpu_backend().nms(b, s, p)) kept[candidates[size_t(j)]] = true;
     }
     std::vector<size_t> out;
     for (size_t i : order) {
@@ -163,6 +175,7 @@ std::shared_ptr<Pipeline> Pipeline::load(const std::string & proposals_path, con
     if (p->image_pad_ < 0 || p->image_pad_ > 4096) c.fail("image_pad", "must be in [0, 4096]");
     if (p->stride_ < 1 || p->stride_ > 1024) c.fail("stride", "must be in [1, 1024]");
     if (p->iSz_ < 1 || p->iSz_ > 4096) c.fail("iSz", "must be in [1, 4096]");
+    p->norm_ = make_input_norm(backend, p->mean_, p->std_);
 
     if (!classifier_path.empty()) {
         const models::ModelWeights cw = models::ModelWeights::open(classifier_path);
@@ -178,6 +191,7 @@ std::shared_ptr<Pipeline> Pipeline::load(const std::string & proposals_path, con
         if (cc.has("test_max_size")) p->test_max_size_ = cc.integer("test_max_size");
         if (p->test_scale_ < 1 || p->test_scale_ > 16384) cc.fail("test_scale", "must be in [1, 16384]");
         if (p->test_max_size_ < 1 || p->test_max_size_ > 16384) cc.fail("test_max_size", "must be in [1, 16384]");
+        p->cls_norm_ = make_input_norm(backend, p->cls_mean_, p->cls_std_);
         const int64_t nc = p->classifier_->config().num_classes;
         if (cc.has("class_names")) {
             p->class_names_ = cc.strings("class_names");
@@ -229,10 +243,11 @@ Result Pipeline::run(const ImageView & image, const Options & options, const Run
     }
 
     Backend & be = *backend_;
+    const Device dev = be.device();
     Result result;
     result.width = W;
     result.height = H;
-    result.device = be.name();
+    result.device = dev.str();
 
     // 1-2. Work image and pyramid; 3. dense model per scale.
     std::vector<models::SharpMaskDense> sm_dense(scales.size());
@@ -240,11 +255,15 @@ Result Pipeline::run(const ImageView & image, const Options & options, const Run
     std::vector<Candidate> candidates;
     int64_t work_h = H, work_w = W;
     const models::DeepMask & dense_model = sharpmask_ ? sharpmask_->deepmask() : *deepmask_;
+    // The image in [0, 1], planar, on the device: uploaded once, read by the
+    // pyramid and again by the classifier.
+    Tensor unit;
     {
         Tensor work;
         {
             StageTimer t(result, "pyramid");
-            work = planar_unit_image(image);
+            unit = to_device(planar_unit_image(image), dev);
+            work = unit;
             if (options.max_side > 0 && std::max(H, W) > options.max_side) {
                 const double r = double(options.max_side) / double(std::max(H, W));
                 work_h = std::max<int64_t>(1, round_half_up(double(H) * r));
@@ -271,7 +290,7 @@ Result Pipeline::run(const ImageView & image, const Options & options, const Run
                 Pad2dParams pp;
                 pp.top = pp.left = pp.bottom = pp.right = int(pad);
                 pp.value = image_pad_value_;
-                input = normalise(be, pad == 0 ? scaled : be.pad2d(scaled, pp), mean_, std_);
+                input = normalise(be, pad == 0 ? scaled : be.pad2d(scaled, pp), norm_);
             }
             StageTimer t(result, "trunk");
             const Tensor * logits;
@@ -282,8 +301,10 @@ Result Pipeline::run(const ImageView & image, const Options & options, const Run
                 dm_dense[si] = deepmask_->dense(input, false);
                 logits = &dm_dense[si].score_logits;
             }
-            const float * l = logits->f32();
-            for (int64_t i = 0; i < logits->numel(); i++) {
+            // The score map (gh x gw floats) comes to the host for the top-k.
+            const Tensor lh = to_host(*logits);
+            const float * l = lh.f32();
+            for (int64_t i = 0; i < lh.numel(); i++) {
                 FOVEA_CHECK_INPUT(!std::isnan(l[i]), "segment: the proposal model produced NaN scores "
                                                      "(are the weights finite?)");
                 candidates.push_back({l[i], int32_t(si), i});
@@ -330,7 +351,9 @@ Result Pipeline::run(const ImageView & image, const Options & options, const Run
         Tensor masks;
         {
             StageTimer t(result, "refine");
-            masks = sharpmask_ ? sharpmask_->masks_at(sm_dense[si], cells) : deepmask_->masks_at(dm_dense[si], cells);
+            // The top-k's mask logits come to the host for pasting and RLE.
+            masks = to_host(sharpmask_ ? sharpmask_->masks_at(sm_dense[si], cells)
+                                       : deepmask_->masks_at(dm_dense[si], cells));
         }
         sm_dense[si] = {};
         dm_dense[si] = {};
@@ -353,6 +376,7 @@ Result Pipeline::run(const ImageView & image, const Options & options, const Run
     }
     sm_dense.clear();
     dm_dense.clear();
+    if (options.mode == Mode::Proposals) unit = Tensor();
     check_cancel(control);
 
     auto mask_box = [](const RleMask & m) -> std::array<float, 4> {
@@ -381,7 +405,7 @@ Result Pipeline::run(const ImageView & image, const Options & options, const Run
             objectness.push_back(1.0f / (1.0f + std::exp(-proposals[i].logit)));
             if (objectness.back() >= options.score_threshold) order.push_back(i);
         }
-        if (options.nms_threshold < 1) order = nms_inclusive(be, boxes, objectness, order, options.nms_threshold);
+        if (options.nms_threshold < 1) order = nms_inclusive(boxes, objectness, order, options.nms_threshold);
         if (order.size() > size_t(options.max_detections)) order.resize(size_t(options.max_detections));
         for (size_t i : order) {
             const RleMask & m = proposals[i].mask;
@@ -428,11 +452,14 @@ Result Pipeline::run(const ImageView & image, const Options & options, const Run
             }
         }
         if (k > 0) {
-            Tensor input = planar_unit_image(image);
+            Tensor input = unit;
             if (ch != H || cw != W) input = be.image_scale(input, ch, cw);
-            input = normalise(be, input, cls_mean_, cls_std_);
+            input = normalise(be, input, cls_norm_);
             check_cancel(control);
             out = classifier_->forward(input, rois);
+            // Scores and deltas (K x classes) come to the host for decoding and NMS.
+            out.cls_prob = to_host(out.cls_prob);
+            out.bbox_deltas = to_host(out.bbox_deltas);
         }
     }
     check_cancel(control);
@@ -460,7 +487,7 @@ Result Pipeline::run(const ImageView & image, const Options & options, const Run
             cprob[size_t(i)] = prob[i * nc + c];
             if (cprob[size_t(i)] >= options.score_threshold) order.push_back(size_t(i));
         }
-        if (options.nms_threshold < 1) order = nms_inclusive(be, cboxes, cprob, order, options.nms_threshold);
+        if (options.nms_threshold < 1) order = nms_inclusive(cboxes, cprob, order, options.nms_threshold);
         for (size_t i : order) dets.push_back({cprob[i], c, i, cboxes[i]});
     }
     std::stable_sort(dets.begin(), dets.end(), [](const Detection & a, const Detection & b) {

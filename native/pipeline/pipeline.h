@@ -3,6 +3,18 @@
 // One implementation for every backend: it only calls model and Backend ops,
 // plus host-side bookkeeping on small arrays (top-k, NMS lists, RLE runs).
 //
+// Where the data lives (backend on a device, e.g. cuda_backend(N)): the
+// weights are uploaded once at load; per run, the image is converted to
+// planar float [0, 1] on the host and uploaded once (the pyramid and the
+// classifier both read that copy); work image, pyramid, normalisation and
+// the dense models run on the device. Downloads: each scale's objectness map
+// (gh x gw floats, for the top-k), the top-k's mask logits (K x 160 x 160 per
+// scale, pasted and RLE-encoded on the host), and MultiPathNet's class
+// probabilities and box deltas (K x classes, for decoding and NMS). Uploads:
+// the classifier's ROIs (K x 5 per foveal region). NMS runs on the host
+// (the CPU backend's op) on those small arrays. On the CPU backend every
+// to_device / to_host is the tensor itself: no copy.
+//
 // The steps follow the released inference code (shared/spec/
 // deepmask-sharpmask.md section 4, shared/spec/multipathnet.md section 4);
 // where the released code has a bug or no rule, the choice is stated here and
@@ -115,7 +127,7 @@ struct Result {
     int64_t width = 0, height = 0;
     std::vector<Instance> instances;
     std::vector<Timing> timings;
-    std::string device;
+    std::string device;              // "cpu" or "cuda:N"
     int64_t proposals = 0;           // proposals the model produced (before filtering)
 };
 
@@ -125,6 +137,11 @@ using ProgressFn = std::function<void(const char * stage, double fraction)>;
 struct RunControl {
     const std::atomic<bool> * cancelled = nullptr;  // Error(Aborted) between steps when set
     ProgressFn progress;
+};
+
+// Per-channel (x - mean) / std as batch-norm parameters on the backend's device.
+struct InputNorm {
+    Tensor scale, bias, mean, var;
 };
 
 class Pipeline {
@@ -139,7 +156,8 @@ class Pipeline {
     const models::DeepMaskConfig & proposal_config() const;
     const std::vector<double> & default_scales() const { return scales_; }
     const std::vector<std::string> & class_names() const { return class_names_; }
-    std::string device_name() const { return backend_->name(); }
+    // The device the models run on: "cpu" or "cuda:N" (Result::device too).
+    std::string device_name() const { return backend_->device().str(); }
 
     // Thread-safe for concurrent calls (models are read-only).
     Result run(const ImageView & image, const Options & options, const RunControl & control = {}) const;
@@ -154,11 +172,13 @@ class Pipeline {
     // DeepMask/SharpMask input
     std::vector<double> scales_;
     float mean_[3] = {0, 0, 0}, std_[3] = {1, 1, 1};
+    InputNorm norm_;
     int64_t image_pad_ = 80;
     float image_pad_value_ = 0.5f;
     int64_t stride_ = 16, iSz_ = 160;
     // MultiPathNet input
     float cls_mean_[3] = {0, 0, 0}, cls_std_[3] = {1, 1, 1};
+    InputNorm cls_norm_;
     int64_t test_scale_ = 600, test_max_size_ = 1000;
     std::vector<std::string> class_names_;
     std::vector<int64_t> category_ids_;  // per class index >= 1

@@ -1,14 +1,23 @@
 // The pipeline's own steps (image.scale, mask pasting, RLE) against hand
 // computed values and pycocotools' strings, and the whole pipeline against
 // the independent PyTorch reference (tools/reference/pipeline.py) on the
-// golden weights.
+// golden weights; then (tests named cuda_*) the models and the pipeline on
+// the CUDA backend against the CPU backend and the reference.
 #include <atomic>
+#include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
+#include <set>
 #include <sstream>
 
+#include "core/device.h"
 #include "core/ops.h"
 #include "cpu/ops.h"
+#ifdef FOVEA_HAVE_CUDA
+#include "cuda/api.h"
+#endif
+#include "models/model_weights.h"
 #include "io/json.h"
 #include "pipeline/masks.h"
 #include "pipeline/pipeline.h"
@@ -129,6 +138,122 @@ const io::JsonValue & member(const io::JsonValue & v, const char * key) {
     const io::JsonValue * m = v.find(key);
     if (!m) throw Failure(std::string("pipeline-golden.json: missing key ") + key);
     return *m;
+}
+
+// One case of pipeline-golden.json, ready to run.
+struct GoldenCase {
+    std::string name, proposals, classifier;  // paths; classifier "" for none
+    std::vector<uint8_t> rgb;
+    int64_t width = 0, height = 0;
+    pipeline::Options options;
+    const io::JsonValue * json = nullptr;     // the case in the document
+};
+
+std::vector<GoldenCase> golden_cases(const io::JsonValue & doc) {
+    const io::JsonValue & models = member(doc, "models");
+    const io::JsonValue & images = member(doc, "images");
+    std::vector<GoldenCase> out;
+    for (const io::JsonValue & c : member(doc, "cases").items()) {
+        GoldenCase g;
+        g.json = &c;
+        g.name = member(c, "name").as_string();
+        g.proposals = golden_path(member(models, member(c, "proposal_model").as_string().c_str()).as_string());
+        const io::JsonValue & cls = member(c, "classifier");
+        g.classifier = cls.is_null() ? "" : golden_path(member(models, cls.as_string().c_str()).as_string());
+        const io::JsonValue & img = member(images, member(c, "image").as_string().c_str());
+        g.rgb = base64_decode(member(img, "rgb_base64").as_string());
+        g.height = member(img, "height").as_integer();
+        g.width = member(img, "width").as_integer();
+        EXPECT_EQ(int64_t(g.rgb.size()), g.height * g.width * 3);
+        const io::JsonValue & o = member(c, "options");
+        pipeline::Options & opt = g.options;
+        opt.mode = member(o, "mode").as_string() == "proposals" ? pipeline::Mode::Proposals : pipeline::Mode::Instances;
+        opt.max_proposals = member(o, "max_proposals").as_integer();
+        opt.max_detections = member(o, "max_detections").as_integer();
+        opt.score_threshold = float(member(o, "score_threshold").as_number());
+        opt.nms_threshold = float(member(o, "nms_threshold").as_number());
+        opt.mask_threshold = float(member(o, "mask_threshold").as_number());
+        opt.max_side = member(o, "max_side").as_integer();
+        if (!member(o, "scales").is_null()) {
+            for (const io::JsonValue & v : member(o, "scales").items()) opt.scales.push_back(v.as_number());
+        }
+        out.push_back(std::move(g));
+    }
+    return out;
+}
+
+// The reference's instances against `r` (matched by proposal cell and
+// class): scores within 1e-4 relative, objectness 1e-4, boxes 0.05 px, mask
+// IoU >= 0.99, areas within 1% (or 2 px). Returns the instances compared.
+size_t check_against_reference(const GoldenCase & c, const pipeline::Result & r) {
+    const auto & ref_props = member(*c.json, "proposals").items();
+    const auto & ref = member(*c.json, "instances").items();
+    const std::string where = c.name + ": ";
+    if (r.instances.size() != ref.size()) {
+        throw Failure(where + std::to_string(r.instances.size()) + " instances, the reference has " +
+                      std::to_string(ref.size()));
+    }
+    EXPECT_EQ(r.proposals, member(*c.json, "num_proposals").as_integer());
+    size_t compared = 0;
+    for (const io::JsonValue & e : ref) {
+        const io::JsonValue & prop = ref_props[size_t(member(e, "proposal").as_integer())];
+        const int64_t si = member(prop, "scale_index").as_integer(), row = member(prop, "row").as_integer(),
+                      col = member(prop, "col").as_integer(), ci = member(e, "class_index").as_integer();
+        const pipeline::Instance * mine = nullptr;
+        for (const pipeline::Instance & i : r.instances) {
+            if (i.scale_index == si && i.row == row && i.col == col && i.class_index == ci) mine = &i;
+        }
+        if (!mine) {
+            throw Failure(where + "no instance at scale " + std::to_string(si) + " cell (" + std::to_string(row) +
+                          ", " + std::to_string(col) + ") class " + std::to_string(ci));
+        }
+        const double score = member(e, "score").as_number();
+        if (std::fabs(mine->score - score) > 1e-4 * std::max(1.0, std::fabs(score))) {
+            throw Failure(where + "score " + std::to_string(mine->score) + " vs " + std::to_string(score));
+        }
+        EXPECT_NEAR(mine->objectness, member(e, "objectness").as_number(), 1e-4);
+        const auto & box = member(e, "box").items();
+        for (int k = 0; k < 4; k++) EXPECT_NEAR(mine->box[k], box[size_t(k)].as_number(), 0.05);
+        const double iou = mask_iou(mine->rle, member(e, "rle").as_string(), size_t(c.height * c.width));
+        if (iou < 0.99) throw Failure(where + "mask IoU " + std::to_string(iou) + " < 0.99");
+        EXPECT_TRUE(std::abs(mine->area - member(e, "area").as_integer()) <= std::max<int64_t>(2, mine->area / 100));
+        compared++;
+    }
+    return compared;
+}
+
+// Two runs of the same input (another backend, or a repeat): the same number
+// of instances and proposals, each instance of `b` in `a` at the same cell
+// and class with the same score (1e-4 relative), objectness (1e-4), box
+// (0.05 px) and a mask of IoU >= 0.99.
+void check_same_instances(const std::string & where, const pipeline::Result & a, const pipeline::Result & b,
+                          size_t pixels) {
+    if (a.instances.size() != b.instances.size() || a.proposals != b.proposals) {
+        throw Failure(where + std::to_string(a.instances.size()) + " instances from " + std::to_string(a.proposals) +
+                      " proposals, expected " + std::to_string(b.instances.size()) + " from " +
+                      std::to_string(b.proposals));
+    }
+    for (const pipeline::Instance & e : b.instances) {
+        const pipeline::Instance * m = nullptr;
+        for (const pipeline::Instance & i : a.instances) {
+            if (i.scale_index == e.scale_index && i.row == e.row && i.col == e.col && i.class_index == e.class_index) {
+                m = &i;
+            }
+        }
+        if (!m) {
+            throw Failure(where + "no instance at scale " + std::to_string(e.scale_index) + " cell (" +
+                          std::to_string(e.row) + ", " + std::to_string(e.col) + ") class " +
+                          std::to_string(e.class_index));
+        }
+        if (std::fabs(m->score - e.score) > 1e-4 * std::max(1.0f, std::fabs(e.score))) {
+            throw Failure(where + "score " + std::to_string(m->score) + " vs " + std::to_string(e.score));
+        }
+        EXPECT_NEAR(m->objectness, e.objectness, 1e-4);
+        for (int k = 0; k < 4; k++) EXPECT_NEAR(m->box[k], e.box[k], 0.05);
+        EXPECT_EQ(m->label, e.label);
+        const double iou = mask_iou(m->rle, e.rle, pixels);
+        if (iou < 0.99) throw Failure(where + "mask IoU " + std::to_string(iou) + " < 0.99");
+    }
 }
 }  // namespace
 
@@ -286,66 +411,217 @@ FOVEA_TEST(pipeline_matches_the_pytorch_reference_pipeline) {
     // weights. Instances are matched by (proposal cell, class): ranking ties
     // may order them differently; masks by IoU (pixels at the threshold flip).
     const io::JsonValue doc = read_json(golden_path("pipeline-golden.json"));
-    const io::JsonValue & models = member(doc, "models");
-    const io::JsonValue & images = member(doc, "images");
     size_t compared = 0;
-    for (const io::JsonValue & c : member(doc, "cases").items()) {
-        const std::string name = member(c, "name").as_string();
-        const std::string proposals_file = member(models, member(c, "proposal_model").as_string().c_str()).as_string();
-        const io::JsonValue & cls = member(c, "classifier");
-        const std::string classifier = cls.is_null() ? "" : golden_path(member(models, cls.as_string().c_str()).as_string());
-        const auto p = pipeline::Pipeline::load(golden_path(proposals_file), classifier, cpu_backend());
-        const io::JsonValue & img = member(images, member(c, "image").as_string().c_str());
-        const std::vector<uint8_t> rgb = base64_decode(member(img, "rgb_base64").as_string());
-        const int64_t h = member(img, "height").as_integer(), w = member(img, "width").as_integer();
-        EXPECT_EQ(int64_t(rgb.size()), h * w * 3);
-        const io::JsonValue & o = member(c, "options");
-        pipeline::Options opt;
-        opt.mode = member(o, "mode").as_string() == "proposals" ? pipeline::Mode::Proposals : pipeline::Mode::Instances;
-        opt.max_proposals = member(o, "max_proposals").as_integer();
-        opt.max_detections = member(o, "max_detections").as_integer();
-        opt.score_threshold = float(member(o, "score_threshold").as_number());
-        opt.nms_threshold = float(member(o, "nms_threshold").as_number());
-        opt.mask_threshold = float(member(o, "mask_threshold").as_number());
-        opt.max_side = member(o, "max_side").as_integer();
-        if (!member(o, "scales").is_null()) {
-            for (const io::JsonValue & v : member(o, "scales").items()) opt.scales.push_back(v.as_number());
-        }
-        const pipeline::Result r = p->run({rgb.data(), w, h}, opt);
-        const auto & ref_props = member(c, "proposals").items();
-        const auto & ref = member(c, "instances").items();
-        const std::string where = name + ": ";
-        if (r.instances.size() != ref.size()) {
-            throw Failure(where + std::to_string(r.instances.size()) + " instances, the reference has " +
-                          std::to_string(ref.size()));
-        }
-        EXPECT_EQ(r.proposals, member(c, "num_proposals").as_integer());
-        for (const io::JsonValue & e : ref) {
-            const io::JsonValue & prop = ref_props[size_t(member(e, "proposal").as_integer())];
-            const int64_t si = member(prop, "scale_index").as_integer(), row = member(prop, "row").as_integer(),
-                          col = member(prop, "col").as_integer(), ci = member(e, "class_index").as_integer();
-            const pipeline::Instance * mine = nullptr;
-            for (const pipeline::Instance & i : r.instances) {
-                if (i.scale_index == si && i.row == row && i.col == col && i.class_index == ci) mine = &i;
-            }
-            if (!mine) {
-                throw Failure(where + "no instance at scale " + std::to_string(si) + " cell (" + std::to_string(row) +
-                              ", " + std::to_string(col) + ") class " + std::to_string(ci));
-            }
-            const double score = member(e, "score").as_number();
-            if (std::fabs(mine->score - score) > 1e-4 * std::max(1.0, std::fabs(score))) {
-                throw Failure(where + "score " + std::to_string(mine->score) + " vs " + std::to_string(score));
-            }
-            EXPECT_NEAR(mine->objectness, member(e, "objectness").as_number(), 1e-4);
-            const auto & box = member(e, "box").items();
-            for (int k = 0; k < 4; k++) EXPECT_NEAR(mine->box[k], box[size_t(k)].as_number(), 0.05);
-            const double iou = mask_iou(mine->rle, member(e, "rle").as_string(), size_t(h * w));
-            if (iou < 0.99) throw Failure(where + "mask IoU " + std::to_string(iou) + " < 0.99");
-            EXPECT_TRUE(std::abs(mine->area - member(e, "area").as_integer()) <= std::max<int64_t>(2, mine->area / 100));
-            compared++;
-        }
+    for (const GoldenCase & c : golden_cases(doc)) {
+        const auto p = pipeline::Pipeline::load(c.proposals, c.classifier, cpu_backend());
+        const pipeline::Result r = p->run({c.rgb.data(), c.width, c.height}, c.options);
+        EXPECT_EQ(r.device, std::string("cpu"));
+        compared += check_against_reference(c, r);
     }
     EXPECT_TRUE(compared >= 30);
+}
+
+// ---------------------------------------------------------------------------
+// The pipeline and its models on the CUDA backend (fp32), against the CPU
+// backend on the same inputs and against the reference. Without a device
+// these report "skip" (a failure with FOVEA_REQUIRE_CUDA set); on a CPU they
+// run under tools/device/emu.
+
+namespace {
+
+Backend & cuda_or_skip() {
+    const CudaStatus & s = cuda_status();
+    if (!s.available) {
+        if (std::getenv("FOVEA_REQUIRE_CUDA")) throw Failure("FOVEA_REQUIRE_CUDA is set, but " + s.reason);
+        throw Skip("no CUDA device (" + s.reason + ")");
+    }
+    return cuda_backend(0);
+}
+
+// The emulated runtime of tools/device/emu names its one device so.
+bool cuda_is_emulated() {
+    const CudaStatus & s = cuda_status();
+    return !s.devices.empty() && s.devices[0].name == "host emulation";
+}
+
+// fp32 arithmetic on cuda:0 for the scope (tf32 is the default on sm_80+).
+class Fp32Scope {
+  public:
+    Fp32Scope() {
+#ifdef FOVEA_HAVE_CUDA
+        saved_ = cuda::precision(0);
+        cuda::set_precision(0, cuda::Precision::FP32);
+#endif
+    }
+    ~Fp32Scope() {
+#ifdef FOVEA_HAVE_CUDA
+        cuda::set_precision(0, saved_);
+#endif
+    }
+    Fp32Scope(const Fp32Scope &) = delete;
+    Fp32Scope & operator=(const Fp32Scope &) = delete;
+
+  private:
+#ifdef FOVEA_HAVE_CUDA
+    cuda::Precision saved_ = cuda::Precision::FP32;
+#endif
+};
+
+// max|a - b| / max(max|b|, 1e-6) of a device (or host) result against a host
+// reference, after checking the device and shape.
+void expect_close(const Tensor & actual, const Tensor & expected, double tol, const std::string & what) {
+    if (actual.device().type != DeviceType::CUDA) throw Failure(what + ": result is on " + actual.device().str());
+    const Tensor a = to_host(actual), b = to_host(expected);
+    if (a.shape() != b.shape()) {
+        throw Failure(what + ": shape " + shape_str(a.shape()) + ", expected " + shape_str(b.shape()));
+    }
+    double diff = 0, scale = 1e-6;
+    for (int64_t i = 0; i < a.numel(); i++) {
+        const double d = std::fabs(double(a.f32()[i]) - double(b.f32()[i]));
+        if (!(d <= diff)) diff = std::isnan(d) ? 1e30 : d;
+        scale = std::max(scale, std::fabs(double(b.f32()[i])));
+    }
+    if (!(diff / scale <= tol)) {
+        throw Failure(what + ": normalised error " + std::to_string(diff / scale) + " > " + std::to_string(tol));
+    }
+}
+
+// Model outputs after a dozen layers: each fp32 op agrees with the CPU
+// within 1e-5 (test_cuda_ops.cc); 1e-4 leaves room for their sum.
+constexpr double kModelTolerance = 1e-4;
+
+}  // namespace
+
+FOVEA_TEST(cuda_models_match_cpu_on_the_golden_weights) {
+    Backend & cuda = cuda_or_skip();
+    Fp32Scope fp32;
+    Backend & cpu = cpu_backend();
+    const Device dev = cuda.device();
+    // SharpMask (and its DeepMask) dense on a 2x3-cell image, masks at cells
+    // inside and on the edge of the grid, and at no cell. (Small inputs: the
+    // CPU emulation runs this too.)
+    {
+        const models::ModelWeights w = models::ModelWeights::open(golden_path("sharpmask-resnet18-d16.safetensors"));
+        const models::SharpMask gpu = models::SharpMask::load(w, cuda), ref = models::SharpMask::load(w, cpu);
+        const Tensor image = random_tensor({1, 3, 176, 192}, 21);
+        const models::SharpMaskDense dg = gpu.dense(to_device(image, dev)), dc = ref.dense(image);
+        expect_close(dg.deepmask.score_logits, dc.deepmask.score_logits, kModelTolerance, "sharpmask scores");
+        for (size_t i = 0; i < 4; i++) {
+            expect_close(dg.h_maps[i], dc.h_maps[i], kModelTolerance, "sharpmask h map " + std::to_string(i + 1));
+        }
+        const std::vector<models::GridCell> cells = {{0, 0}, {1, 2}, {0, 1}};
+        expect_close(gpu.masks_at(dg, cells), ref.masks_at(dc, cells), kModelTolerance, "sharpmask masks_at");
+        expect_close(gpu.masks_at(dg, {}), ref.masks_at(dc, {}), 0, "sharpmask masks_at no cell");
+        expect_close(gpu.deepmask().masks_at(dg.deepmask, cells), ref.deepmask().masks_at(dc.deepmask, cells),
+                     kModelTolerance, "deepmask masks_at");
+    }
+    // MultiPathNet, both variants, with every intermediate; three ROIs in
+    // chunks of two (views of the uploaded ROI table), and no ROI.
+    for (const char * file : {"multipathnet-resnet18-d16.safetensors", "multipathnet-vgg16-d16.safetensors"}) {
+        const models::ModelWeights w = models::ModelWeights::open(golden_path(file));
+        const models::MultiPathNet gpu(w, cuda), ref(w, cpu);
+        const Tensor image = random_tensor({1, 3, 72, 88}, 22);
+        const Tensor rois = Tensor::from_vector({3, 4}, {3, 4, 40, 50, 0, 0, 87, 71, 20.5f, 10, 30, 60});
+        models::MultiPathNetOptions o;
+        o.roi_chunk = 2;
+        o.keep_intermediates = true;
+        const models::MultiPathNetOutput g = gpu.forward(to_device(image, dev), rois, o);
+        const models::MultiPathNetOutput c = ref.forward(image, rois, o);
+        const std::string name = file;
+        expect_close(g.cls_prob, c.cls_prob, kModelTolerance, name + " cls_prob");
+        expect_close(g.bbox_deltas, c.bbox_deltas, kModelTolerance, name + " bbox_deltas");
+        expect_close(g.cls_logits, c.cls_logits, kModelTolerance, name + " cls_logits");
+        if (c.foveal_rois.defined()) {
+            expect_close(g.foveal_rois, c.foveal_rois, 0, name + " foveal_rois");
+            for (size_t t = 0; t < c.towers.size(); t++) {
+                expect_close(g.towers[t], c.towers[t], kModelTolerance, name + " tower " + std::to_string(t));
+            }
+        } else {
+            expect_close(g.pooled, c.pooled, kModelTolerance, name + " pooled");
+        }
+        // ROIs already on the device are accepted too.
+        expect_close(gpu.forward(to_device(image, dev), to_device(rois, dev)).cls_prob, c.cls_prob, kModelTolerance,
+                     name + " cls_prob (device ROIs)");
+        const models::MultiPathNetOutput none = gpu.forward(to_device(image, dev), Tensor::empty({0, 4}));
+        expect_close(none.cls_prob, Tensor::empty({0, ref.config().num_classes}), 0, name + " no ROI");
+        // Box decoding reads device deltas on the host.
+        const Tensor boxes = models::decode_multipathnet_boxes(rois, g.bbox_deltas, 88, 72);
+        EXPECT_TRUE(boxes.device().type == DeviceType::CPU);
+    }
+}
+
+FOVEA_TEST(cuda_pipeline_matches_cpu_and_the_reference) {
+    // Every case of pipeline-golden.json on cuda:0 in fp32: the reference
+    // checks of the CPU test above (same cells and classes, scores within
+    // 1e-4 relative, boxes within 0.05 px, mask IoU >= 0.99), and the same
+    // checks against the CPU pipeline on the same input. Under the CPU
+    // emulation of the runtime (tools/device/emu) only the cases of
+    // kEmulatedCases run: small proposal cases and the instances case whose
+    // proposals are all dropped (every other instances case runs
+    // MultiPathNet on a ~1000-pixel input, which takes the emulation many
+    // minutes; the classifier on the device is checked by
+    // cuda_models_match_cpu_on_the_golden_weights). A GPU runs them all,
+    // unless FOVEA_CUDA_PIPELINE_QUICK is set (the sanitizer runs of
+    // tools/device/cuda-check.sh, where every kernel is slow).
+    Backend & cuda = cuda_or_skip();
+    Fp32Scope fp32;
+    static const std::set<std::string> kEmulatedCases = {
+        "sharpmask-proposals-nms-off-scales", "deepmask-proposals-work-resize", "deepmask-instances-1xN-all-dropped"};
+    const bool quick = cuda_is_emulated() || std::getenv("FOVEA_CUDA_PIPELINE_QUICK") != nullptr;
+    const io::JsonValue doc = read_json(golden_path("pipeline-golden.json"));
+    size_t compared = 0, cases = 0;
+    std::vector<std::string> skipped;
+    for (const GoldenCase & c : golden_cases(doc)) {
+        if (quick && !kEmulatedCases.count(c.name)) {
+            skipped.push_back(c.name);
+            continue;
+        }
+        const auto pg = pipeline::Pipeline::load(c.proposals, c.classifier, cuda);
+        const auto pc = pipeline::Pipeline::load(c.proposals, c.classifier, cpu_backend());
+        EXPECT_EQ(pg->device_name(), std::string("cuda:0"));
+        const pipeline::ImageView img{c.rgb.data(), c.width, c.height};
+        const pipeline::Result rg = pg->run(img, c.options), rc = pc->run(img, c.options);
+        EXPECT_EQ(rg.device, std::string("cuda:0"));
+        compared += check_against_reference(c, rg);
+        check_same_instances(c.name + " (cuda vs cpu): ", rg, rc, size_t(c.width * c.height));
+        cases++;
+    }
+    if (!skipped.empty()) {
+        std::string list;
+        for (const std::string & n : skipped) list += (list.empty() ? "" : ", ") + n;
+        std::printf("  note: %s: ran %zu of %zu golden cases; not run: %s\n",
+                    cuda_is_emulated() ? "emulated device" : "FOVEA_CUDA_PIPELINE_QUICK", cases,
+                    cases + skipped.size(), list.c_str());
+    }
+    EXPECT_TRUE(cases >= kEmulatedCases.size());
+    if (!quick) EXPECT_TRUE(compared >= 30);
+}
+
+FOVEA_TEST(cuda_pipeline_steady_state_and_bad_device) {
+    // A second run of the same input gives the same result and (once the
+    // allocator has seen the sizes) makes no cudaMalloc; cuda:N past the last
+    // device is Error(Device).
+    Backend & cuda = cuda_or_skip();
+    Fp32Scope fp32;
+    const auto p = pipeline::Pipeline::load(golden_path("sharpmask-resnet18-d16.safetensors"), "", cuda);
+    std::vector<uint8_t> pixels(size_t(20 * 24 * 3));
+    for (size_t i = 0; i < pixels.size(); i++) pixels[i] = uint8_t((i * 37) % 251);
+    pipeline::Options o;
+    o.mode = pipeline::Mode::Proposals;
+    o.scales = {0.5};
+    o.max_proposals = 3;
+    o.score_threshold = 0;
+    const pipeline::Result a = p->run({pixels.data(), 24, 20}, o);
+#ifdef FOVEA_HAVE_CUDA
+    const uint64_t mallocs = cuda::allocator(0).stats().device_mallocs;
+#endif
+    const pipeline::Result b = p->run({pixels.data(), 24, 20}, o);
+#ifdef FOVEA_HAVE_CUDA
+    EXPECT_EQ(cuda::allocator(0).stats().device_mallocs, mallocs);
+#endif
+    check_same_instances("repeat: ", b, a, size_t(24 * 20));
+    for (const pipeline::Timing & t : b.timings) EXPECT_TRUE(t.ms >= 0);
+    EXPECT_THROWS_CODE(cuda_backend(int(cuda_status().devices.size())), ErrorCode::Device);
 }
 
 }  // namespace fovea::test

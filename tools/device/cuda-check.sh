@@ -2,7 +2,9 @@
 # CUDA check on the GPU machine (H100 / H200; nvcc, CMake, ninja and
 # compute-sanitizer there, no Node): builds the standalone native test and
 # bench executables with the CUDA backend for sm_90, runs the CUDA tests
-# (every op against the CPU reference, fp32 and tf32), times the conv layers
+# (every op against the CPU reference, fp32 and tf32; the models and the
+# whole pipeline against the CPU backend and the golden reference, fp32),
+# times Pipeline::run end to end on cuda and cpu, times the conv layers
 # of the native bench on the GPU in both precisions, runs compute-sanitizer
 # memcheck, racecheck and initcheck on the CUDA tests, then the whole native
 # suite.
@@ -83,16 +85,25 @@ cuobjdump --dump-resource-usage "$build/fovea_tests" >"$out/resource-usage.txt" 
 # The tests run every conv / gemm / linear case in fp32 and tf32 themselves.
 export FOVEA_REQUIRE_CUDA=1
 step cuda-tests 120 "$build/fovea_tests" cuda_
+# segment()'s native pipeline end to end on a synthetic 640x480 image with the
+# embedded SharpMask: ms per image on cuda (tf32, then fp32) and on the CPU.
+step pipeline-bench 90 "$build/fovea_bench" --pipeline weights/sharpmask.safetensors --device cuda,cpu \
+    --image 640x480 --repeats 5
+step pipeline-fp32 45 "$build/fovea_bench" --pipeline weights/sharpmask.safetensors --device cuda \
+    --precision fp32 --image 640x480 --repeats 5
 # Conv layers of ResNet-50 / VGG-16 at 224 on the CUDA backend, both precisions.
 step bench-tf32 90 "$build/fovea_bench" --device cuda --precision tf32 --size 224
 step bench-fp32 90 "$build/fovea_bench" --device cuda --precision fp32 --size 224
 # Sanitizers on the CUDA subset; --error-exitcode makes a finding fail the step.
 # (No leak check: device contexts and their cached blocks live until exit by design.)
+# The pipeline tests run their small golden cases only under the sanitizers.
+export FOVEA_CUDA_PIPELINE_QUICK=1
 step memcheck 120 compute-sanitizer --tool memcheck --error-exitcode 3 "$build/fovea_tests" cuda_
 step racecheck 120 compute-sanitizer --tool racecheck --racecheck-report all --error-exitcode 3 \
     "$build/fovea_tests" cuda_
 step initcheck 120 compute-sanitizer --tool initcheck --error-exitcode 3 "$build/fovea_tests" cuda_
 # The whole native suite (CPU tests and the model tests on their goldens).
+unset FOVEA_CUDA_PIPELINE_QUICK
 step all-tests 120 "$build/fovea_tests"
 
 printf '\n=== summary\n'
