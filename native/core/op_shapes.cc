@@ -1,5 +1,6 @@
 #include "core/op_shapes.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -252,6 +253,58 @@ void check_nms(const Tensor & boxes, const Tensor & scores, const NmsParams & p)
     FOVEA_CHECK_OPTIONS(p.iou_threshold >= 0 && p.iou_threshold <= 1, "nms: iou_threshold must be in [0, 1]");
     FOVEA_CHECK_OPTIONS(p.pixel_offset == 0 || p.pixel_offset == 1, "nms: pixel_offset must be 0 or 1");
     FOVEA_CHECK_OPTIONS(p.max_output >= -1, "nms: max_output must be >= -1 (-1: no limit), got " << p.max_output);
+}
+
+namespace {
+
+constexpr float kMaxScaledCoord = 16777216.0f;  // 2^24
+
+void check_roi_batch_index(double b, int64_t n, int64_t k, const char * op) {
+    FOVEA_CHECK_INPUT(std::isfinite(b) && b >= 0 && b < double(n) && b == std::floor(b),
+                      op << ": ROI " << k << " has batch index " << b << ", the input has " << n << " images");
+}
+
+// Bin edges [start, end) along one axis of roi_max_pool, clamped to [0, size].
+// Caffe: the ROI spans round(lo*s) .. round(hi*s) inclusive, bins use
+// floor/ceil. imagine-nn v2: the ROI ends one cell earlier and bins are
+// rounded, so neighbouring bins do not overlap.
+void roi_pool_edges(float lo, float hi, float scale, int out, int64_t size, bool round_bins, int64_t * start,
+                    int64_t * end) {
+    const int64_t s = int64_t(std::round(lo * scale));
+    const int64_t e = int64_t(std::round(hi * scale)) - (round_bins ? 1 : 0);
+    const float bin = float(std::max<int64_t>(e - s + 1, 1)) / float(out);
+    for (int i = 0; i < out; i++) {
+        const float a = float(i) * bin, b = float(i + 1) * bin;
+        const int64_t bs = int64_t(round_bins ? std::round(a) : std::floor(a));
+        const int64_t be = int64_t(round_bins ? std::round(b) : std::ceil(b));
+        start[i] = std::clamp<int64_t>(bs + s, 0, size);
+        end[i] = std::clamp<int64_t>(be + s, 0, size);
+    }
+}
+
+}  // namespace
+
+void check_roi_coord(float v, float scale, int64_t k, const char * op) {
+    FOVEA_CHECK_INPUT(std::isfinite(v) && std::fabs(v * scale) <= kMaxScaledCoord,
+                      op << ": ROI " << k << " has coordinate " << v << " (scaled by " << scale
+                         << "), which is not finite or beyond 2^24");
+}
+
+std::vector<int64_t> roi_max_pool_bins(const float * rois, int64_t k_rois, int64_t images, int64_t h, int64_t w,
+                                       const RoiPoolParams & p) {
+    const int oh = p.out_h, ow = p.out_w;
+    const int64_t stride = 1 + 2 * int64_t(oh) + 2 * int64_t(ow);
+    std::vector<int64_t> geom(size_t(k_rois * stride));
+    for (int64_t k = 0; k < k_rois; k++) {
+        const float * roi = rois + k * 5;
+        check_roi_batch_index(roi[0], images, k, "roi_max_pool");
+        for (int j = 1; j < 5; j++) check_roi_coord(roi[j], p.spatial_scale, k, "roi_max_pool");
+        int64_t * g = &geom[size_t(k * stride)];
+        g[0] = int64_t(roi[0]);
+        roi_pool_edges(roi[2], roi[4], p.spatial_scale, oh, h, p.round_bins, g + 1, g + 1 + oh);
+        roi_pool_edges(roi[1], roi[3], p.spatial_scale, ow, w, p.round_bins, g + 1 + 2 * oh, g + 1 + 2 * oh + ow);
+    }
+    return geom;
 }
 
 }  // namespace fovea

@@ -34,6 +34,15 @@ Shape roi_align_output_shape(const Tensor & x, const Tensor & rois, const Tensor
                              const RoiAlignParams & p);
 void check_nms(const Tensor & boxes, const Tensor & scores, const NmsParams & p);
 
+// ROI coordinates every backend accepts: finite and within 2^24 once scaled.
+void check_roi_coord(float v, float scale, int64_t k, const char * op);
+// The bins of roi_max_pool, from the ROIs read on the host ([K,5] floats):
+// per ROI its batch index, then [start, end) of every row bin and every
+// column bin, clamped to the map ([K, 1 + 2 * out_h + 2 * out_w]). Validates
+// batch indices and coordinates.
+std::vector<int64_t> roi_max_pool_bins(const float * rois, int64_t k_rois, int64_t images, int64_t h, int64_t w,
+                                       const RoiPoolParams & p);
+
 // x must be a defined float32 tensor of `ndim` dims (ndim < 0: any).
 void check_f32(const Tensor & x, const char * op, const char * what, int ndim = -1);
 

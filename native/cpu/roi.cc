@@ -23,37 +23,6 @@ namespace {
 
 // Output cells per task.
 constexpr int64_t kGrain = 1 << 12;
-constexpr float kMaxScaledCoord = 16777216.0f;  // 2^24
-
-void check_roi_coord(float v, float scale, int64_t k, const char * op) {
-    FOVEA_CHECK_INPUT(std::isfinite(v) && std::fabs(v * scale) <= kMaxScaledCoord,
-                      op << ": ROI " << k << " has coordinate " << v << " (scaled by " << scale
-                         << "), which is not finite or beyond 2^24");
-}
-
-void check_batch_index(double b, int64_t n, int64_t k, const char * op) {
-    FOVEA_CHECK_INPUT(std::isfinite(b) && b >= 0 && b < double(n) && b == std::floor(b),
-                      op << ": ROI " << k << " has batch index " << b << ", the input has " << n << " images");
-}
-
-// Bin edges [start, end) along one axis of roi_max_pool, clamped to [0, size].
-// Caffe: the ROI spans round(lo*s) .. round(hi*s) inclusive, bins use
-// floor/ceil. imagine-nn v2: the ROI ends one cell earlier and bins are
-// rounded, so neighbouring bins do not overlap.
-void roi_pool_edges(float lo, float hi, float scale, int out, int64_t size, bool round_bins, int64_t * start,
-                    int64_t * end) {
-    int64_t s = int64_t(std::round(lo * scale));
-    int64_t e = int64_t(std::round(hi * scale)) - (round_bins ? 1 : 0);
-    float bin = float(std::max<int64_t>(e - s + 1, 1)) / float(out);
-    for (int i = 0; i < out; i++) {
-        float a = float(i) * bin, b = float(i + 1) * bin;
-        int64_t bs = int64_t(round_bins ? std::round(a) : std::floor(a));
-        int64_t be = int64_t(round_bins ? std::round(b) : std::ceil(b));
-        start[i] = std::clamp<int64_t>(bs + s, 0, size);
-        end[i] = std::clamp<int64_t>(be + s, 0, size);
-    }
-}
-
 // One bilinear sample along one axis of roi_align, as ONNX computes it.
 struct Tap {
     int64_t lo, hi;
@@ -105,19 +74,8 @@ Tensor roi_max_pool(const Tensor & x, const Tensor & rois, const RoiPoolParams &
     check_host(rois, "roi_max_pool");
     const int64_t k_rois = shape[0], c = shape[1], h = x.dim(2), w = x.dim(3);
     const int oh = p.out_h, ow = p.out_w;
-    const float * r = rois.f32();
-    // Per ROI: batch, then [start, end) of every row bin and column bin.
     const int64_t stride = 1 + 2 * int64_t(oh) + 2 * int64_t(ow);
-    std::vector<int64_t> geom(size_t(k_rois * stride));
-    for (int64_t k = 0; k < k_rois; k++) {
-        const float * roi = r + k * 5;
-        check_batch_index(roi[0], x.dim(0), k, "roi_max_pool");
-        for (int j = 1; j < 5; j++) check_roi_coord(roi[j], p.spatial_scale, k, "roi_max_pool");
-        int64_t * g = &geom[size_t(k * stride)];
-        g[0] = int64_t(roi[0]);
-        roi_pool_edges(roi[2], roi[4], p.spatial_scale, oh, h, p.round_bins, g + 1, g + 1 + oh);
-        roi_pool_edges(roi[1], roi[3], p.spatial_scale, ow, w, p.round_bins, g + 1 + 2 * oh, g + 1 + 2 * oh + ow);
-    }
+    const std::vector<int64_t> geom = roi_max_pool_bins(rois.f32(), k_rois, x.dim(0), h, w, p);
     Tensor y = Tensor::empty(shape);
     if (y.numel() == 0) return y;
     const float * xp = x.f32();

@@ -20,34 +20,6 @@ namespace fovea::cuda {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr float kMaxScaledCoord = 16777216.0f;  // 2^24
-
-void check_roi_coord(float v, float scale, int64_t k, const char * op) {
-    FOVEA_CHECK_INPUT(std::isfinite(v) && std::fabs(v * scale) <= kMaxScaledCoord,
-                      op << ": ROI " << k << " has coordinate " << v << " (scaled by " << scale
-                         << "), which is not finite or beyond 2^24");
-}
-
-void check_batch_index(double b, int64_t n, int64_t k, const char * op) {
-    FOVEA_CHECK_INPUT(std::isfinite(b) && b >= 0 && b < double(n) && b == std::floor(b),
-                      op << ": ROI " << k << " has batch index " << b << ", the input has " << n << " images");
-}
-
-// The CPU's roi_pool_edges: bin edges [start, end) clamped to [0, size].
-void roi_pool_edges(float lo, float hi, float scale, int out, int64_t size, bool round_bins, int32_t * start,
-                    int32_t * end) {
-    const int64_t s = int64_t(std::round(lo * scale));
-    const int64_t e = int64_t(std::round(hi * scale)) - (round_bins ? 1 : 0);
-    const float bin = float(std::max<int64_t>(e - s + 1, 1)) / float(out);
-    for (int i = 0; i < out; i++) {
-        const float a = float(i) * bin, b = float(i + 1) * bin;
-        const int64_t bs = int64_t(round_bins ? std::round(a) : std::floor(a));
-        const int64_t be = int64_t(round_bins ? std::round(b) : std::ceil(b));
-        start[i] = int32_t(std::clamp<int64_t>(bs + s, 0, size));
-        end[i] = int32_t(std::clamp<int64_t>(be + s, 0, size));
-    }
-}
-
 // geom per ROI: batch, then [start, end) of every row bin and column bin.
 __global__ void roi_max_pool_kernel(const float * __restrict__ x, float * __restrict__ y,
                                     const int32_t * __restrict__ geom, int64_t k_rois, int64_t c, int64_t h,
@@ -165,17 +137,9 @@ Tensor roi_max_pool(Context & ctx, const Tensor & x, const Tensor & rois, const 
     const int oh = p.out_h, ow = p.out_w;
     std::vector<float> r(size_t(k_rois * 5));
     ctx.download(rois, r.data());
-    const int64_t stride = 1 + 2 * int64_t(oh) + 2 * int64_t(ow);
-    std::vector<int32_t> geom(size_t(k_rois * stride));
-    for (int64_t k = 0; k < k_rois; k++) {
-        const float * roi = &r[size_t(k * 5)];
-        check_batch_index(roi[0], x.dim(0), k, "roi_max_pool");
-        for (int j = 1; j < 5; j++) check_roi_coord(roi[j], p.spatial_scale, k, "roi_max_pool");
-        int32_t * g = &geom[size_t(k * stride)];
-        g[0] = int32_t(roi[0]);
-        roi_pool_edges(roi[2], roi[4], p.spatial_scale, oh, h, p.round_bins, g + 1, g + 1 + oh);
-        roi_pool_edges(roi[1], roi[3], p.spatial_scale, ow, w, p.round_bins, g + 1 + 2 * oh, g + 1 + 2 * oh + ow);
-    }
+    const std::vector<int64_t> bins = roi_max_pool_bins(r.data(), k_rois, x.dim(0), h, w, p);
+    // Every entry is a batch index or a clamped map coordinate: int32 fits.
+    const std::vector<int32_t> geom(bins.begin(), bins.end());
     Tensor y = ctx.empty(shape);
     if (y.numel() == 0) return y;
     const Tensor d_geom = ctx.upload(geom.data(), {int64_t(geom.size())}, DType::I32);
