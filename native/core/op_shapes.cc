@@ -307,4 +307,28 @@ std::vector<int64_t> roi_max_pool_bins(const float * rois, int64_t k_rois, int64
     return geom;
 }
 
+RoiAlignAxis roi_align_axis(float start, float bin, int64_t grid, int out, int64_t size) {
+    RoiAlignAxis a;
+    a.begin.push_back(0);
+    for (int i = 0; i < out; i++) {
+        for (int64_t s = 0; s < grid; s++) {
+            // Same operation order as ONNX Runtime, so the float rounding agrees.
+            float v = start + float(i) * bin + (float(s) + 0.5f) * bin / float(grid);
+            if (v < -1.0f || v > float(size)) continue;
+            if (v <= 0.0f) v = 0.0f;
+            int64_t lo = int64_t(v), hi;
+            if (lo >= size - 1) {
+                hi = lo = size - 1;
+                v = float(lo);
+            } else {
+                hi = lo + 1;
+            }
+            const float l = v - float(lo);
+            a.taps.push_back({lo, hi, 1.0f - l, l});
+        }
+        a.begin.push_back(int64_t(a.taps.size()));
+    }
+    return a;
+}
+
 }  // namespace fovea

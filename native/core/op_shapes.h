@@ -40,6 +40,19 @@ void check_roi_coord(float v, float scale, int64_t k, const char * op);
 // per ROI its batch index, then [start, end) of every row bin and every
 // column bin, clamped to the map ([K, 1 + 2 * out_h + 2 * out_w]). Validates
 // batch indices and coordinates.
+// One bilinear sample along one axis of roi_align, as ONNX computes it.
+struct RoiAlignTap {
+    int64_t lo, hi;
+    float w_lo, w_hi;
+};
+// The in-range samples of every output cell along one axis of one ROI
+// (grid samples per cell from `start`, cells `bin` apart); a sample outside
+// [-1, size] is dropped (it contributes 0) and only counted.
+struct RoiAlignAxis {
+    std::vector<RoiAlignTap> taps;
+    std::vector<int64_t> begin;  // taps of cell i: [begin[i], begin[i + 1])
+};
+RoiAlignAxis roi_align_axis(float start, float bin, int64_t grid, int out, int64_t size);
 std::vector<int64_t> roi_max_pool_bins(const float * rois, int64_t k_rois, int64_t images, int64_t h, int64_t w,
                                        const RoiPoolParams & p);
 

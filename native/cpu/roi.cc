@@ -23,47 +23,10 @@ namespace {
 
 // Output cells per task.
 constexpr int64_t kGrain = 1 << 12;
-// One bilinear sample along one axis of roi_align, as ONNX computes it.
-struct Tap {
-    int64_t lo, hi;
-    float w_lo, w_hi;
-};
-
-// The in-range samples of every output cell along one axis; a sample outside
-// [-1, size] is dropped (it contributes 0) and only counted.
-struct AxisSamples {
-    std::vector<Tap> taps;
-    std::vector<int64_t> begin;  // taps of cell i: [begin[i], begin[i + 1])
-};
-
-AxisSamples align_samples(float start, float bin, int64_t grid, int out, int64_t size) {
-    AxisSamples a;
-    a.begin.push_back(0);
-    for (int i = 0; i < out; i++) {
-        for (int64_t s = 0; s < grid; s++) {
-            // Same operation order as ONNX Runtime, so the float rounding agrees.
-            float v = start + float(i) * bin + (float(s) + 0.5f) * bin / float(grid);
-            if (v < -1.0f || v > float(size)) continue;
-            if (v <= 0.0f) v = 0.0f;
-            int64_t lo = int64_t(v), hi;
-            if (lo >= size - 1) {
-                hi = lo = size - 1;
-                v = float(lo);
-            } else {
-                hi = lo + 1;
-            }
-            float l = v - float(lo);
-            a.taps.push_back({lo, hi, 1.0f - l, l});
-        }
-        a.begin.push_back(int64_t(a.taps.size()));
-    }
-    return a;
-}
-
 struct AlignRoi {
     int64_t batch = 0;
     int64_t samples = 0;  // grid_h * grid_w, or 0 when the grid is empty
-    AxisSamples ys, xs;
+    RoiAlignAxis ys, xs;
 };
 
 }  // namespace
@@ -146,8 +109,8 @@ Tensor roi_align(const Tensor & x, const Tensor & rois, const Tensor & batch_ind
             gw = std::max<int64_t>(gw, 0);
             AlignRoi & a = plan[size_t(k)];
             a.samples = gh * gw;
-            a.ys = align_samples(y1, bin_h, a.samples ? gh : 0, oh, h);
-            a.xs = align_samples(x1, bin_w, a.samples ? gw : 0, ow, w);
+            a.ys = roi_align_axis(y1, bin_h, a.samples ? gh : 0, oh, h);
+            a.xs = roi_align_axis(x1, bin_w, a.samples ? gw : 0, ow, w);
         }
     });
     Tensor y = Tensor::empty(shape);
@@ -167,11 +130,11 @@ Tensor roi_align(const Tensor & x, const Tensor & rois, const Tensor & batch_ind
                     float acc = 0.0f;
                     bool first = true;
                     for (int64_t i = y0; i < y1; i++) {
-                        const Tap & ty = a.ys.taps[size_t(i)];
+                        const RoiAlignTap & ty = a.ys.taps[size_t(i)];
                         const float * rlo = plane + ty.lo * w;
                         const float * rhi = plane + ty.hi * w;
                         for (int64_t j = x0; j < x1; j++) {
-                            const Tap & tx = a.xs.taps[size_t(j)];
+                            const RoiAlignTap & tx = a.xs.taps[size_t(j)];
                             float v1 = ty.w_lo * tx.w_lo * rlo[tx.lo], v2 = ty.w_lo * tx.w_hi * rlo[tx.hi];
                             float v3 = ty.w_hi * tx.w_lo * rhi[tx.lo], v4 = ty.w_hi * tx.w_hi * rhi[tx.hi];
                             if (!p.max_mode) {

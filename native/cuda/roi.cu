@@ -57,29 +57,15 @@ struct AlignHeader {
     int32_t xs;       // ... and of its ow + 1 column-tap bounds
 };
 
-// The CPU's align_samples, appending to the shared tables.
-void align_samples(float start, float bin, int64_t grid, int out, int64_t size, std::vector<Tap> & taps,
-                   std::vector<int32_t> & begins) {
-    begins.push_back(int32_t(taps.size()));
-    for (int i = 0; i < out; i++) {
-        for (int64_t s = 0; s < grid; s++) {
-            float v = start + float(i) * bin + (float(s) + 0.5f) * bin / float(grid);
-            if (v < -1.0f || v > float(size)) continue;
-            if (v <= 0.0f) v = 0.0f;
-            int64_t lo = int64_t(v), hi;
-            if (lo >= size - 1) {
-                hi = lo = size - 1;
-                v = float(lo);
-            } else {
-                hi = lo + 1;
-            }
-            const float l = v - float(lo);
-            taps.push_back({int32_t(lo), int32_t(hi), 1.0f - l, l});
-        }
-        FOVEA_CHECK(taps.size() < (size_t(1) << 31), ErrorCode::OutOfMemory,
-                    "roi_align: too many samples (ROIs too large for the sampling ratio)");
-        begins.push_back(int32_t(taps.size()));
-    }
+// One axis of one ROI (core's roi_align_axis) appended to the shared tables.
+void append_align_axis(float start, float bin, int64_t grid, int out, int64_t size, std::vector<Tap> & taps,
+                       std::vector<int32_t> & begins) {
+    const RoiAlignAxis a = roi_align_axis(start, bin, grid, out, size);
+    FOVEA_CHECK(taps.size() + a.taps.size() < (size_t(1) << 31), ErrorCode::OutOfMemory,
+                "roi_align: too many samples (ROIs too large for the sampling ratio)");
+    const int32_t base = int32_t(taps.size());
+    for (int64_t b : a.begin) begins.push_back(base + int32_t(b));
+    for (const RoiAlignTap & t : a.taps) taps.push_back({int32_t(t.lo), int32_t(t.hi), t.w_lo, t.w_hi});
 }
 
 // std::max's NaN behaviour (the first argument wins unless it is less), which
@@ -202,9 +188,9 @@ Tensor roi_align(Context & ctx, const Tensor & x, const Tensor & rois, const Ten
         a.batch = int32_t(batch[size_t(k)]);
         a.samples = int32_t(samples);
         a.ys = int32_t(begins.size());
-        align_samples(y1, bin_h, samples ? gh : 0, oh, h, taps, begins);
+        append_align_axis(y1, bin_h, samples ? gh : 0, oh, h, taps, begins);
         a.xs = int32_t(begins.size());
-        align_samples(x1, bin_w, samples ? gw : 0, ow, w, taps, begins);
+        append_align_axis(x1, bin_w, samples ? gw : 0, ow, w, taps, begins);
         FOVEA_CHECK(begins.size() < (size_t(1) << 31), ErrorCode::OutOfMemory, "roi_align: too many ROIs");
     }
     Tensor y = ctx.empty(shape);
