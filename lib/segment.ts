@@ -169,7 +169,8 @@ export class Segmenter {
   /** Loads the models (in a worker thread) and returns a ready Segmenter. */
   static async create(options: SegmenterOptions = {}): Promise<Segmenter> {
     const resolved = resolveSegmenterOptions(options);
-    // The CUDA backend has no pipeline kernels yet: 'auto' means the CPU.
+    // The CUDA pipeline has only run under a CPU emulation of the device, never on a GPU:
+    // until it has, 'auto' means the CPU and CUDA must be asked for by name.
     const device = resolved.device === 'auto' ? 'cpu' : resolved.device;
     if (resolved.model === DEFAULT_MODEL && !fs.existsSync(DEFAULT_MODEL)) {
       throw new FoveaError(
