@@ -75,6 +75,12 @@ MODELS = {
     # The embedded default model (trained weights), relative to this folder.
     "default": "../../../weights/sharpmask.safetensors",
 }
+# The embedded default classifier, when one ships (weights/multipathnet.safetensors; none does
+# yet, see weights/MODEL_CARD.md): its cases below are generated only if the file exists, so
+# that regenerating this golden after shipping a classifier adds them.
+DEFAULT_CLASSIFIER = "../../../weights/multipathnet.safetensors"
+if os.path.exists(os.path.join(GOLDEN, DEFAULT_CLASSIFIER)):
+    MODELS["default_classifier"] = DEFAULT_CLASSIFIER
 
 
 # ------------------------------------------------------------------------------------------
@@ -170,6 +176,17 @@ CASES = [
     ("default-model-proposals-work-resize-nms", "img90x70", "default", None,
      dict(mode="proposals", max_proposals=12, score_threshold=0.0, nms_threshold=0.5, max_side=64)),
 ]
+
+# the embedded default model with the embedded classifier (instances mode, segment()'s
+# defaults apart from a lower class threshold so that the cases hold several instances)
+if "default_classifier" in MODELS:
+    CASES += [
+        ("default-model-instances", "img97x130", "default", "default_classifier",
+         dict(mode="instances", max_proposals=20, score_threshold=0.05)),
+        ("default-model-instances-work-resize", "img90x70", "default", "default_classifier",
+         dict(mode="instances", max_proposals=12, max_detections=8, score_threshold=0.02, nms_threshold=1.0,
+              max_side=64)),
+    ]
 
 EXACT_TIE_CASES = {"sharpmask-proposals-1x1-ties"}
 

@@ -107,7 +107,13 @@ def main(argv=None):
                    licence=LICENCE,
                    training=dict(recipe=st.get("recipe_name"), steps=st["step"], runs=_history(st),
                                  rois="ground-truth boxes, jittered ground truth and random boxes (no proposals)",
-                                 state="first CPU-trained checkpoint (brief training); to be continued on a GPU"),
+                                 trained="layer4 + heads on the frozen DeepMask trunk (features cached)"
+                                 if st["recipe"].get("mpn_freeze_trunk") else
+                                 ("trunk, layer4 and heads trained (conv1/layer1 frozen if mpn_freeze_layer1); "
+                                  "trunk initialised from "
+                                  + ("DeepMask" if st["recipe"].get("mpn_init_from_deepmask") else "scratch")),
+                                 state="CPU-trained on ~180 images; fits the training ROIs but its held-out class "
+                                       "accuracy is at the class-prior level (weights/MODEL_CARD.md)"),
                    weights_dtype=args.dtype.upper())
         p = os.path.join(args.out, "multipathnet.safetensors")
         written[p] = _write(model, cfg, p, args.dtype)

@@ -227,6 +227,88 @@ def test_mpn_stage_and_forward(tiny_env):
     assert len(monkey_images) == 3
 
 
+@pytest.fixture(scope="module")
+def coloured(tmp_path_factory):
+    """Two 240x320 images of rectangles whose colour is their class (red 1, green 2, blue 3)."""
+    d = tmp_path_factory.mktemp("mpn")
+    rng = np.random.default_rng(1)
+    colour = {1: (230, 30, 30), 2: (30, 220, 40), 3: (40, 50, 230)}
+    layout = [[(1, 30, 40, 130, 150), (2, 170, 60, 290, 200)], [(3, 40, 30, 200, 140), (1, 210, 120, 300, 220)]]
+    ims = []
+    for i, objs in enumerate(layout):
+        img = (rng.random((240, 320, 3)) * 90).astype(np.uint8)
+        anns = []
+        for c, x0, y0, x1, y1 in objs:
+            img[y0:y1, x0:x1] = colour[c]
+            anns.append(dict(polys=[rect(x0, y0, x1, y1)], rle=None, bbox=[x0, y0, x1 - x0, y1 - y0],
+                             crowd=False, cat=c, catkey=f"coco:{c}"))
+        p = str(d / f"{i}.npy")
+        np.save(p, img)
+        ims.append(dict(dataset="synth", file=f"{i}.jpg", npy=p, h=240, w=320, anns=anns, key=f"mpn/{i}"))
+    return ims
+
+
+def test_mpn_sampler_gives_every_head_foreground(coloured):
+    """The collapse to background of the first CPU run: with fg drawn uniformly from IoU >= 0.5,
+    the u = 0.75 head saw ~3 fg in 128 ROIs. fg_hi = 0.5 gives it half of the fg draws."""
+    import train_mpn
+    s = train_mpn.RoiSampler(coloured, 160, 224, fg=16, bg=48, seed=3, fg_hi=0.5, n_tight=8)
+    b = s.batch(2, [0.5] * 3, [0.25] * 3, [0.0] * 4, [1.0] * 4)
+    n_fg = (b["labels"] > 0).sum(1)
+    assert n_fg[0] == 32 and n_fg[-1] >= 16
+    assert ((b["iou"] >= 0.75) == (b["labels"][-1] > 0)).all()
+    for h, u in enumerate(train_mpn.THRESH):  # per-head labels: fg iff IoU >= u_h
+        assert ((b["labels"][h] > 0) == (b["iou"] >= u)).all()
+
+
+def test_mpn_learns_classes_on_fixed_batch(coloured):
+    """Overfit test (the first CPU run never left the label prior): on one fixed batch, with the
+    recipe's frozen trunk and cached features, layer4 + the integral heads must learn the
+    classes, not only background: head-0 fg accuracy, the class decision on fg ROIs and the
+    averaged probability of the true class on the IoU >= 0.75 ROIs (what the pipeline scores)."""
+    import train_mpn
+    from common import init_weights
+    from export import build
+    torch.manual_seed(0)
+    cfg = train.model_config("multipathnet", TINY)
+    cfg.update(bbox_norm_mean=[0.0] * 4, bbox_norm_std=[0.1, 0.1, 0.2, 0.2])
+    m = build(cfg)
+    g = torch.Generator().manual_seed(0)
+    init_weights(m.trunk, g); init_weights(m.tower, g)
+    with torch.no_grad():
+        for lin in m.cls:
+            lin.weight.normal_(0, 0.01, generator=g); lin.bias.zero_()
+        m.bbox.weight.normal_(0, 0.001, generator=g); m.bbox.bias.zero_()
+    s = train_mpn.RoiSampler(coloured, 160, 224, fg=4, bg=12, seed=4, fg_hi=0.5, n_tight=8)
+    b = s.batch(2, cfg["mean"], cfg["std"], cfg["bbox_norm_mean"], cfg["bbox_norm_std"])
+    train.calibrate_affines(m, lambda: train_mpn.mpn_forward(m, b["images"], b["rois"]))
+    cache = train_mpn.FeatureCache(m, s, cfg["mean"], cfg["std"])
+    feats = cache.batch(b["keys"])
+    with torch.no_grad():  # same-size images: the cached features are the batch's exactly
+        assert torch.allclose(feats, m.features(b["images"]), atol=1e-5)
+    for p in m.trunk.parameters():
+        p.requires_grad_(False)
+    opt = torch.optim.Adam([p for p in m.parameters() if p.requires_grad], lr=3e-3)
+
+    def step(train_it=True):
+        out = train_mpn.mpn_forward(m, None, b["rois"], feats)
+        L = losses.integral_loss(out["cls_logits"], b["labels"], out["bbox_raw"], b["bbox_targets"],
+                                 b["bbox_labels"])
+        if train_it:
+            opt.zero_grad(); L["total"].backward(); opt.step()
+        return L["cls"].item(), train_mpn.roi_metrics(out, b)
+
+    first, met0 = step()
+    for _ in range(120):
+        step()
+    with torch.no_grad():
+        last, met = step(False)
+    assert met0["acc_fg"] < 0.5 and met0["p_fg75"] < 0.05
+    assert last < 0.2 * first
+    assert met["acc_fg"] >= 0.85 and met["acc_bg"] >= 0.9 and met["acc_cls"] >= 0.85, met
+    assert met["acc_fg75"] >= 0.9 and met["p_fg75"] >= 0.6, met
+
+
 def test_export_f16_roundtrip(tiny_env):
     import export_weights
     from export import load

@@ -24,8 +24,10 @@ import json
 import math
 import os
 import platform
+import signal
 import socket
 import sys
+import threading
 import time
 from typing import Dict
 
@@ -59,8 +61,15 @@ RECIPES = {
                   optimizer="adam", lr=5e-4, weight_decay=0.0, momentum=0.9, clip=10.0,
                   score_weight=1.0, paste_p=0.3, q3_shift=False,
                   sm_batch=16, sm_optimizer="adam", sm_lr=5e-4,
-                  mpn_width_div=4, mpn_images=2, mpn_rois=64, mpn_short=384, mpn_max=512,
-                  mpn_optimizer="adam", mpn_lr=5e-4, mpn_init_from_deepmask=True),
+                  mpn_width_div=4, mpn_images=8, mpn_rois=16, mpn_short=512, mpn_max=683,
+                  mpn_optimizer="adam", mpn_lr=1e-3, mpn_init_from_deepmask=True,
+                  # MultiPathNet fixes after the first run (07:07) stayed at the label prior
+                  # (tools/train/README.md): half of the fg ROIs from IoU >= 0.75, 8 tight copies
+                  # per GT box, classify at the training scale, images 512 (was 384), lr 1e-3
+                  # (was 5e-4), trunk frozen with cached features so that a step can take 8
+                  # images x 16 ROIs (was 2 x 64) at the same cost.
+                  mpn_fg_hi=0.5, mpn_tight=8, mpn_freeze_layer1=True, mpn_freeze_trunk=True,
+                  mpn_test_at_train_scale=True),
     # The spec's numbers (spec deepmask-sharpmask.md 5.3/5.4, multipathnet.md 5).
     "released": dict(trunk="resnet50", width_div=1, km=32, batch=32, pos_frac=0.5,
                      optimizer="sgd", lr=1e-3, weight_decay=5e-4, momentum=0.9, clip=0.0,
@@ -125,6 +134,8 @@ def init_deepmask(model, x_calib: torch.Tensor, seed: int) -> None:
 def make_optimizer(kind: str, params, lr: float, wd: float, momentum: float):
     if kind == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=wd)
+    if kind == "adamw":  # decoupled weight decay
+        return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
     if kind == "sgd":  # torch/optim sgd.lua: v <- g on first call, then 0.9 v + g (dampening 0)
         return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=wd)
     if kind == "sgd0":  # SharpMask updateParameters: vanilla SGD
@@ -180,6 +191,13 @@ def machine() -> str:
 # ----------------------------------------------------------------------------------------
 # stage runners
 
+def _nanmean(v) -> float:
+    """Mean of the finite values (a metric is NaN in a step without the ROIs it needs); NaN if none."""
+    a = np.asarray(v, np.float64)
+    a = a[np.isfinite(a)]
+    return float(a.mean()) if len(a) else float("nan")
+
+
 class Stage:
     """Shared loop: build/resume, step until the budget, checkpoint, log."""
 
@@ -225,10 +243,22 @@ class Stage:
         last = {}
         recent = []  # the last 10 log records of this run: RUNS.md gets their mean
         log = open(self.log_path, "a")
+        stop = []  # SIGTERM / SIGINT: finish the step, then checkpoint and log the run as usual
+
+        def on_signal(signum, frame):
+            stop.append(signum)
+
+        old_handlers = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                old_handlers[sig] = signal.signal(sig, on_signal)
         while True:
             if a.steps and self.step >= a.steps:
                 break
             if a.minutes and time.time() - t0 >= a.minutes * 60:
+                break
+            if stop:
+                a.note = ((a.note + "; ") if a.note else "") + f"stopped early by signal {stop[0]}"
                 break
             vals = self.train_step()
             self.step += 1
@@ -236,7 +266,7 @@ class Stage:
                 acc.setdefault(k, []).append(v)
             if self.step % a.log_every == 0:
                 rec = dict(step=self.step, t=round(time.time() - t0, 1),
-                           **{k: round(float(np.mean(v)), 5) for k, v in acc.items()})
+                           **{k: round(_nanmean(v), 5) for k, v in acc.items()})
                 log.write(json.dumps(rec) + "\n"); log.flush()
                 print(f"[{self.name}] " + json.dumps(rec), flush=True)
                 last = rec
@@ -246,12 +276,14 @@ class Stage:
                 self.save(); t_ckpt = time.time()
         if acc:
             rec = dict(step=self.step, t=round(time.time() - t0, 1),
-                       **{k: round(float(np.mean(v)), 5) for k, v in acc.items()})
+                       **{k: round(_nanmean(v), 5) for k, v in acc.items()})
             log.write(json.dumps(rec) + "\n")
             last = rec if not last or len(next(iter(acc.values()))) >= 5 else last
         log.close()
+        for sig, h in old_handlers.items():
+            signal.signal(sig, h)
         if recent:
-            last = {k: round(float(np.mean([r[k] for r in recent])), 4) for k in recent[-1] if k not in ("step", "t")}
+            last = {k: round(_nanmean([r.get(k, float("nan")) for r in recent]), 4) for k in recent[-1] if k not in ("step", "t")}
             last["steps_averaged"] = f"{recent[0]['step'] - a.log_every + 1}-{recent[-1]['step']}"
         wall = time.time() - t0
         run_rec = dict(stage=self.name, recipe=a.config, start_utc=dt.datetime.fromtimestamp(t0, dt.timezone.utc)
