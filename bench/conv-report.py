@@ -39,7 +39,7 @@ L += [
     f"each layer keeps the lowest median over {p.get('rounds', 1)} rounds of 9 runs after one warm-up (spreads in "
     f"the json); outputs agree to ≤ 5e-7 relative. Full output: [log](cpu-conv-peer-ort-{date}.log). Earlier "
     "methods (all of one library, then all of the other) gave geometric means from 0.86 to 1.12 for the same code "
-    "minutes apart; alternating gave 0.98, 1.00 and 1.00 in three runs of nearly the same code.\n",
+    "minutes apart; alternating gave 0.98, 1.00 and 1.01 in three runs of nearly the same code.\n",
     f"**Geometric mean of the time ratio fovea/onnxruntime over the {len(p['rows'])} layers: {p['geomeanRatio']:.2f}** "
     f"(>1: fovea slower). fovea is as fast or faster on {faster} of {len(p['rows'])} layers.\n",
     "| net | layer | fovea ms | ort ms | fovea/ort |",
