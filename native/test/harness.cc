@@ -60,6 +60,16 @@ double max_abs_diff(const Tensor & actual, const Tensor & expected) {
     return m;
 }
 
+Conv2dParams conv_params(int stride, int pad, int dilation, int groups, Activation act) {
+    Conv2dParams p;
+    p.stride_h = p.stride_w = stride;
+    p.pad_top = p.pad_left = p.pad_bottom = p.pad_right = pad;
+    p.dilation_h = p.dilation_w = dilation;
+    p.groups = groups;
+    p.activation = act;
+    return p;
+}
+
 }  // namespace fovea::test
 
 int main(int argc, char ** argv) {

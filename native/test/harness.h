@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/ops.h"
 #include "core/tensor.h"
 
 namespace fovea::test {
@@ -36,6 +37,10 @@ struct Failure : std::runtime_error {
 struct Skip : std::runtime_error {
     using std::runtime_error::runtime_error;
 };
+
+// Conv parameters with the same stride, padding and dilation on both axes.
+Conv2dParams conv_params(int stride, int pad, int dilation = 1, int groups = 1,
+                         Activation act = Activation::None);
 
 // Deterministic inputs: the same seed gives the same tensor on every machine.
 Tensor random_tensor(const Shape & shape, uint64_t seed, float lo = -1.0f, float hi = 1.0f);

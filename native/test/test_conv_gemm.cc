@@ -16,6 +16,7 @@
 #include "test/harness.h"
 
 using namespace fovea;
+using fovea::test::conv_params;
 using fovea::test::nmse;
 using fovea::test::random_tensor;
 
@@ -142,16 +143,6 @@ struct ConvCase {
     Conv2dParams p;
     bool bias;
 };
-
-Conv2dParams conv_params(int stride, int pad, int dilation = 1, int groups = 1, Activation act = Activation::None) {
-    Conv2dParams p;
-    p.stride_h = p.stride_w = stride;
-    p.pad_top = p.pad_left = p.pad_bottom = p.pad_right = pad;
-    p.dilation_h = p.dilation_w = dilation;
-    p.groups = groups;
-    p.activation = act;
-    return p;
-}
 
 Conv2dParams asym(Conv2dParams p, int top, int left, int bottom, int right) {
     p.pad_top = top;

@@ -473,30 +473,21 @@ FOVEA_TEST(cuda_conv2d) {
         Conv2dParams p;
         bool bias;
     };
-    auto params = [](int s, int pad, int dil, int groups, Activation act) {
-        Conv2dParams p;
-        p.stride_h = p.stride_w = s;
-        p.pad_top = p.pad_left = p.pad_bottom = p.pad_right = pad;
-        p.dilation_h = p.dilation_w = dil;
-        p.groups = groups;
-        p.activation = act;
-        return p;
-    };
-    Conv2dParams asym = params(1, 0, 1, 1, Activation::None);
+    Conv2dParams asym = test::conv_params(1, 0, 1, 1, Activation::None);
     asym.stride_w = 2;
     asym.pad_top = 2;
     asym.pad_right = 1;
     const std::vector<Case> cases{
-        {{1, 1, 1, 1}, {1, 1, 1, 1}, params(1, 0, 1, 1, Activation::None), false},
-        {{1, 3, 1, 1}, {5, 3, 3, 3}, params(1, 1, 1, 1, Activation::Relu), true},
-        {{2, 3, 13, 17}, {7, 3, 3, 3}, params(1, 1, 1, 1, Activation::Relu), true},
-        {{1, 19, 9, 11}, {33, 19, 1, 1}, params(1, 0, 1, 1, Activation::None), true},
-        {{1, 8, 15, 15}, {16, 8, 3, 3}, params(2, 1, 1, 1, Activation::Sigmoid), true},
-        {{1, 6, 12, 10}, {4, 6, 3, 3}, params(1, 2, 2, 1, Activation::None), false},
-        {{2, 8, 9, 7}, {6, 4, 3, 3}, params(1, 1, 1, 2, Activation::Relu), true},
-        {{1, 12, 10, 9}, {12, 1, 3, 3}, params(1, 1, 1, 12, Activation::None), true},
-        {{1, 64, 20, 23}, {70, 64, 3, 3}, params(1, 1, 1, 1, Activation::Relu), true},
-        {{1, 3, 31, 29}, {16, 3, 7, 7}, params(2, 3, 1, 1, Activation::None), true},
+        {{1, 1, 1, 1}, {1, 1, 1, 1}, test::conv_params(1, 0, 1, 1, Activation::None), false},
+        {{1, 3, 1, 1}, {5, 3, 3, 3}, test::conv_params(1, 1, 1, 1, Activation::Relu), true},
+        {{2, 3, 13, 17}, {7, 3, 3, 3}, test::conv_params(1, 1, 1, 1, Activation::Relu), true},
+        {{1, 19, 9, 11}, {33, 19, 1, 1}, test::conv_params(1, 0, 1, 1, Activation::None), true},
+        {{1, 8, 15, 15}, {16, 8, 3, 3}, test::conv_params(2, 1, 1, 1, Activation::Sigmoid), true},
+        {{1, 6, 12, 10}, {4, 6, 3, 3}, test::conv_params(1, 2, 2, 1, Activation::None), false},
+        {{2, 8, 9, 7}, {6, 4, 3, 3}, test::conv_params(1, 1, 1, 2, Activation::Relu), true},
+        {{1, 12, 10, 9}, {12, 1, 3, 3}, test::conv_params(1, 1, 1, 12, Activation::None), true},
+        {{1, 64, 20, 23}, {70, 64, 3, 3}, test::conv_params(1, 1, 1, 1, Activation::Relu), true},
+        {{1, 3, 31, 29}, {16, 3, 7, 7}, test::conv_params(2, 3, 1, 1, Activation::None), true},
         {{1, 5, 8, 9}, {3, 5, 2, 3}, asym, true},
     };
     uint64_t seed = 800;
