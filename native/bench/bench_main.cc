@@ -249,6 +249,8 @@ Result run_layer(const Layer & l, int repeats_opt, int threads, cpu::ConvAlgo al
     const Tensor x = filled({1, l.c, l.h, l.w}, 1);
     const Tensor w = filled({l.oc, l.c, l.k, l.k}, 2);
     const Tensor b = filled({l.oc}, 3);
+    // As a model's weights are: packed layouts are kept with them.
+    w.mark_constant();
     Conv2dParams p;
     p.stride_h = p.stride_w = int(l.stride);
     p.pad_top = p.pad_left = p.pad_bottom = p.pad_right = int(l.pad);
@@ -484,7 +486,7 @@ void usage() {
         "  --repeats N    timed runs per layer after >= 0.2 s of warm-up (default: ~1 s per layer, 3..200)\n"
         "  --threads N    worker threads, including the caller (sets FOVEA_NUM_THREADS; default: all)\n"
         "  --isa I        scalar | avx2 | avx512 (default: the best this CPU has)\n"
-        "  --algo A       auto | shifted | im2col | im2col-merged: how conv2d feeds the GEMM (default auto)\n"
+        "  --algo A       auto | shifted | im2col | im2col-merged | channels-last: how conv2d maps onto the GEMM (default auto)\n"
         "  --json FILE    also write the results as JSON\n"
         "  --no-peak      skip the FMA peak measurement (fractions of peak are then omitted)\n"
         "  --list-json    print the selected layers as JSON (for bench/conv-peer.mjs) and exit\n"
@@ -600,8 +602,9 @@ int main(int argc, char ** argv) {
     else if (algo_arg == "shifted") algo = cpu::ConvAlgo::Shifted;
     else if (algo_arg == "im2col") algo = cpu::ConvAlgo::Im2col;
     else if (algo_arg == "im2col-merged") algo = cpu::ConvAlgo::Im2colMerged;
+    else if (algo_arg == "channels-last") algo = cpu::ConvAlgo::ChannelsLast;
     else {
-        std::fprintf(stderr, "fovea_bench: --algo must be auto, shifted, im2col or im2col-merged\n");
+        std::fprintf(stderr, "fovea_bench: --algo must be auto, shifted, im2col, im2col-merged or channels-last\n");
         return 2;
     }
     const int pool_threads = default_thread_pool().size();

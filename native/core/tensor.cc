@@ -56,7 +56,22 @@ int64_t shape_numel(const Shape & shape) {
 }
 
 Storage::~Storage() {
+    derived_.clear();
     if (deleter_) deleter_(data_, ctx_);
+}
+
+std::shared_ptr<const void> Storage::derived(const std::string & key,
+                                             const std::function<std::shared_ptr<const void>()> & make) {
+    FOVEA_CHECK(constant(), ErrorCode::Internal, "derived data requested for a storage not marked constant");
+    // Made under the lock: a second caller with the same key waits for the
+    // first instead of packing the same weights again.
+    std::lock_guard<std::mutex> lock(derived_mutex_);
+    for (const auto & [k, v] : derived_) {
+        if (k == key) return v;
+    }
+    std::shared_ptr<const void> v = make();
+    derived_.emplace_back(key, v);
+    return v;
 }
 
 static void release_to_cpu_allocator(void * ptr, void *) { cpu_allocator().release(ptr); }
@@ -116,6 +131,18 @@ Tensor Tensor::from_storage(std::shared_ptr<Storage> storage, size_t byte_offset
     t.storage_ = std::move(storage);
     t.byte_offset_ = byte_offset;
     return t;
+}
+
+void Tensor::mark_constant() const {
+    if (storage_) storage_->mark_constant();
+}
+
+std::shared_ptr<const void> Tensor::derived(const std::string & key,
+                                            const std::function<std::shared_ptr<const void>()> & make) const {
+    FOVEA_CHECK(storage_, ErrorCode::Internal, "derived data requested for an undefined tensor");
+    return storage_->derived(key + "@" + std::to_string(byte_offset_) + ":" + shape_str(shape_) + ":" +
+                                 dtype_name(dtype_),
+                             make);
 }
 
 int64_t Tensor::dim(int i) const {

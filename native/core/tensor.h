@@ -2,11 +2,15 @@
 // Always contiguous, row-major (NCHW for images). Views share the buffer.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <initializer_list>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace fovea {
@@ -45,12 +49,25 @@ class Storage {
     size_t bytes() const { return bytes_; }
     Device device() const { return device_; }
 
+    // Contents that never change again (model weights once loaded). Only
+    // such storages keep derived data, so it can never go stale.
+    void mark_constant() { constant_.store(true); }
+    bool constant() const { return constant_.load(); }
+    // Data computed from the contents (a backend's packed copy of a weight),
+    // made by `make` on the first request for `key` and freed with the
+    // storage. Error(Internal) unless constant.
+    std::shared_ptr<const void> derived(const std::string & key,
+                                        const std::function<std::shared_ptr<const void>()> & make);
+
   private:
     void * data_;
     size_t bytes_;
     Device device_;
     Deleter deleter_;
     void * ctx_;
+    std::atomic<bool> constant_{false};
+    std::mutex derived_mutex_;
+    std::vector<std::pair<std::string, std::shared_ptr<const void>>> derived_;
 };
 
 class Tensor {
@@ -87,6 +104,15 @@ class Tensor {
     Tensor reshape(const Shape & shape) const;
     // Deep copy on the host.
     Tensor clone() const;
+
+    // Declares the buffer's contents final (see Storage::mark_constant).
+    void mark_constant() const;
+    bool is_constant() const { return storage_ && storage_->constant(); }
+    // Storage::derived for this tensor's part of the buffer: the key is
+    // extended with its offset, shape and dtype, so tensors sharing one
+    // buffer (a weights file) keep their derived data apart.
+    std::shared_ptr<const void> derived(const std::string & key,
+                                        const std::function<std::shared_ptr<const void>()> & make) const;
 
   private:
     std::shared_ptr<Storage> storage_;

@@ -18,11 +18,21 @@
 //   the shifted layout wastes too much (outputs much narrower than the
 //   phase planes), and, with the columns running over all images of the
 //   batch (ConvAlgo::Im2colMerged), for batches of small maps.
+// - Channels last (ConvAlgo::ChannelsLast): the transposed product,
+//   Y^T[OH*OW, OCg] = im2col(X)^T * W^T, with the weights as the packed,
+//   vectorised operand and the pixels as the broadcast one, read in place
+//   from a zero-padded [H][W][C] copy of the image (per-k offsets pick
+//   channel and tap; register tiles stay inside output rows). Pixels are
+//   then no longer rounded up to whole vectors, which wastes nothing on
+//   7x7 or 14x14 maps, but the weights must be packed (kept with constant
+//   weights, see Tensor::derived) and both image and output transposed.
 //
-// Bias and activation run in the GEMM epilogue either way.
+// Bias and activation run in the GEMM epilogue in every case.
 
 #include <algorithm>
 #include <cmath>
+#include <memory>
+#include <string>
 #include <vector>
 
 #include "core/op_shapes.h"
@@ -142,11 +152,127 @@ int64_t shifted_pitch(const ConvDims & d, const Conv2dParams & p) {
     return (d.w + p.pad_left + p.pad_right + p.stride_w - 1) / p.stride_w;
 }
 
-ConvAlgo choose_algo(const ConvDims & d, const Conv2dParams & p) {
+// Where channels last pays, measured on 2 threads of the EPYC dev machine
+// (fovea_bench --algo, ResNet-50 and VGG-16 layers at 224 and 800): 3x3
+// layers up to 50x50 outputs gained 3-30% (the most on 7x7 and 14x14, where
+// pixel vectors were a quarter or an eighth empty); on 100x100 and larger
+// the transposes of big images cost more than they save (5-45% slower). 1x1
+// layers, whose few multiply-adds per pixel do not hide the transposes, gain
+// only on outputs of a few dozen pixels (7x7, K >= 1024: 5-10%). Output
+// channels in whole vectors only; weights packed per call never pay.
+bool channels_last_pays(const ConvDims & d, int64_t taps, bool constant_weights) {
+    if (!constant_weights || d.ocg % 16 != 0) return false;
+    const int64_t plane = d.oh * d.ow;
+    if (taps > 1) return plane <= 4096 && d.k >= 256;
+    return plane < 100 && d.k >= 1024;
+}
+
+ConvAlgo choose_algo(const ConvDims & d, const Conv2dParams & p, int64_t taps, bool constant_weights) {
     if (d.n > 1 && d.oh * d.ow < kMergeBelowPixels) return ConvAlgo::Im2colMerged;
+    if (channels_last_pays(d, taps, constant_weights)) return ConvAlgo::ChannelsLast;
     const int64_t pitch = shifted_pitch(d, p);
     if (pitch != d.ow && shifted_waste(d, pitch).best() > kMaxShiftedWaste) return ConvAlgo::Im2col;
     return ConvAlgo::Shifted;
+}
+
+// The zero-padded image, channels last: [n][hp][wp][C].
+Tensor channels_last_input(const Tensor & x, const ConvDims & d, const Conv2dParams & p) {
+    const int64_t channels = d.groups * d.cg;
+    const int64_t hp = d.h + p.pad_top + p.pad_bottom, wp = d.w + p.pad_left + p.pad_right;
+    Tensor xin = Tensor::empty({d.n, hp, wp, channels});
+    const float * src = x.f32();
+    float * dst = xin.f32();
+    const int64_t row = wp * channels;
+    parallel_for(d.n * hp, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t t = begin; t < end; t++) {
+            const int64_t img = t / hp, iy = t % hp - p.pad_top;
+            float * out = dst + t * row;
+            if (iy < 0 || iy >= d.h) {
+                std::fill(out, out + row, 0.0f);
+                continue;
+            }
+            std::fill(out, out + p.pad_left * channels, 0.0f);
+            std::fill(out + (p.pad_left + d.w) * channels, out + row, 0.0f);
+            transpose(src + (img * channels * d.h + iy) * d.w, d.h * d.w, channels, d.w,
+                      out + p.pad_left * channels, channels);
+        }
+    });
+    return xin;
+}
+
+// The weights as the B operand of the channels-last product, B(k, oc) =
+// w[g][oc][k] for each group, in prepack_b's layout. Packed on every call
+// unless the weights are constant, whose packed copy is kept with them.
+std::shared_ptr<const Tensor> channels_last_weights(const Tensor & w, const ConvDims & d,
+                                                    const packed::Kernel & kn) {
+    auto pack = [&]() {
+        const int64_t per_group = packed::prepacked_b_floats(kn, d.k, d.ocg);
+        auto t = std::make_shared<Tensor>(Tensor::empty({d.groups, per_group}));
+        for (int64_t g = 0; g < d.groups; g++) {
+            packed::prepack_b(kn, w.f32() + g * d.ocg * d.k, 1, d.k, d.k, d.ocg, t->f32() + g * per_group);
+        }
+        return t;
+    };
+    if (!w.is_constant()) return pack();
+    const std::string key = std::string("cpu.conv.channels_last.") + cpu_isa_name(kn.isa) + ".groups" +
+                            std::to_string(d.groups);
+    return std::static_pointer_cast<const Tensor>(w.derived(key, pack));
+}
+
+Tensor conv_channels_last(const Tensor & x, const Tensor & w, const Tensor & bias, const Conv2dParams & p,
+                          const ConvDims & d, Tensor y) {
+    const packed::Kernel & kn = packed::kernel_for(cpu_isa());
+    const int64_t kh = w.dim(2), kw = w.dim(3), taps = kh * kw;
+    const int64_t channels = d.groups * d.cg, oc = d.groups * d.ocg, pixels = d.oh * d.ow;
+    const int64_t wp = d.w + p.pad_left + p.pad_right, hp = d.h + p.pad_top + p.pad_bottom;
+    const Tensor xin = channels_last_input(x, d, p);
+    const std::shared_ptr<const Tensor> wpk = channels_last_weights(w, d, kn);
+    // k = (c, ky, kx), the order of the weights' rows.
+    std::vector<int64_t> offsets(size_t(d.k));
+    for (int64_t k = 0; k < d.k; k++) {
+        const int64_t c = k / taps, ky = k % taps / kw, kx = k % kw;
+        offsets[size_t(k)] = (ky * p.dilation_h * wp + kx * p.dilation_w) * channels + c;
+    }
+    packed::Problem pr;
+    pr.batches = d.n;
+    pr.groups = d.groups;
+    pr.m = pixels;
+    pr.n = d.ocg;
+    pr.k = d.k;
+    pr.a = xin.f32();
+    pr.a_bs = hp * wp * channels;
+    pr.a_gs = d.cg;
+    pr.lda = p.stride_w * channels;
+    pr.a_offsets = offsets.data();
+    pr.a_row_len = d.ow;
+    pr.a_row_pitch = p.stride_h * wp * channels;
+    pr.b_prepacked = wpk->f32();
+    pr.b_prepacked_gs = wpk->dim(1);
+    Tensor yt = Tensor::empty({d.n, pixels, oc});
+    pr.c = yt.f32();
+    pr.c_bs = pixels * oc;
+    pr.c_gs = d.ocg;
+    pr.ldc = oc;
+    pr.ep.act = p.activation;
+    if (bias.defined()) {
+        pr.ep.add = bias.f32();
+        pr.ep.beta = 1.0f;
+        pr.ep.add_cs = 1;
+        pr.add_gs = d.ocg;
+    }
+    packed::run(pr);
+    constexpr int64_t kPixels = 64;
+    const int64_t chunks = (pixels + kPixels - 1) / kPixels;
+    const float * src = yt.f32();
+    float * dst = y.f32();
+    parallel_for(d.n * chunks, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t t = begin; t < end; t++) {
+            const int64_t img = t / chunks, p0 = t % chunks * kPixels;
+            transpose(src + (img * pixels + p0) * oc, oc, std::min(kPixels, pixels - p0), oc,
+                      dst + img * oc * pixels + p0, pixels);
+        }
+    });
+    return y;
 }
 
 }  // namespace
@@ -166,7 +292,8 @@ Tensor conv2d(const Tensor & x, const Tensor & w, const Tensor & bias, const Con
     d.oh = out[2];
     d.ow = out[3];
     d.k = d.cg * w.dim(2) * w.dim(3);
-    if (algo == ConvAlgo::Auto) algo = choose_algo(d, p);
+    if (algo == ConvAlgo::Auto) algo = choose_algo(d, p, w.dim(2) * w.dim(3), w.is_constant());
+    if (algo == ConvAlgo::ChannelsLast) return conv_channels_last(x, w, bias, p, d, y);
 
     const int64_t kh = w.dim(2), kw = w.dim(3);
     const int64_t out_plane = d.oh * d.ow;

@@ -38,7 +38,31 @@ void epilogue_only(const Problem & pr) {
     }
 }
 
+// K blocks split K evenly and depend on K and the kernel only, which fixes
+// the summation order of every output element.
+struct KBlocking {
+    int64_t blocks, kc_max;
+};
+
+KBlocking k_blocking(const Kernel & kn, int64_t k) {
+    const int64_t blocks = ceil_div(k, kn.kc);
+    return {blocks, ceil_div(k, blocks)};
+}
+
 }  // namespace
+
+int64_t prepacked_b_floats(const Kernel & kn, int64_t k, int64_t n) { return k * round_up(n, kn.nr); }
+
+void prepack_b(const Kernel & kn, const float * b, int64_t rs, int64_t cs, int64_t k, int64_t n, float * dst) {
+    const KBlocking kb = k_blocking(kn, k);
+    const int64_t n_pad = round_up(n, kn.nr);
+    parallel_for(kb.blocks, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t i = begin; i < end; i++) {
+            const int64_t k0 = i * kb.kc_max;
+            kn.pack_strided(b, rs, cs, k0, std::min(kb.kc_max, k - k0), 0, n, dst + k0 * n_pad);
+        }
+    });
+}
 
 const Kernel & kernel_for(CpuIsa isa) {
     if (isa >= CpuIsa::Avx512) {
@@ -57,14 +81,12 @@ void run(const Problem & pr) {
         epilogue_only(pr);
         return;
     }
+    FOVEA_CHECK(!pr.a_offsets || !pr.b_offsets, ErrorCode::Internal, "gemm: A through offsets needs a packed B");
     const Kernel & kn = kernel_for(cpu_isa());
     const int mr = kn.mr, nr = kn.nr;
     const int threads = default_thread_pool().size();
-
-    // K blocks split K evenly and depend on K and the kernel only, which
-    // fixes the summation order of every output element.
-    const int64_t k_blocks = ceil_div(pr.k, kn.kc);
-    const int64_t kc_max = ceil_div(pr.k, k_blocks);
+    const KBlocking kbl = k_blocking(kn, pr.k);
+    const int64_t k_blocks = kbl.blocks, kc_max = kbl.kc_max;
 
     // Tasks are (problem, column block, row slice). Column blocks are at most
     // kn.nc wide; a task packs each of its B blocks once and runs all its rows
@@ -76,10 +98,13 @@ void run(const Problem & pr) {
     const int64_t m_panels = ceil_div(pr.m, mr);
     int64_t n_blocks = ceil_div(pr.n, kn.nc);
     int64_t m_splits = 1;
-    // B read in place: give every thread its own columns before splitting
-    // rows (measured on 2 SMT threads: row slices alone left the 14x14 and
-    // 7x7 ResNet layers no faster than one thread).
-    if (pr.b_offsets != nullptr && problems * n_blocks < threads) {
+    // B in place or packed beforehand (no packing to share): give every
+    // thread its own columns before splitting rows (measured on 2 SMT
+    // threads: row slices alone left the 14x14 and 7x7 ResNet layers no
+    // faster than one thread).
+    const bool in_place = pr.b_offsets != nullptr;
+    const bool b_ready = in_place || pr.b_prepacked != nullptr;
+    if (b_ready && problems * n_blocks < threads) {
         n_blocks = std::min(ceil_div(pr.n, nr), ceil_div(int64_t(threads), problems));
     }
     if (problems * n_blocks < want) {
@@ -90,17 +115,18 @@ void run(const Problem & pr) {
     }
     int64_t nc = round_up(ceil_div(pr.n, n_blocks), nr);
     n_blocks = ceil_div(pr.n, nc);
-    const bool in_place = pr.b_offsets != nullptr;
     constexpr int64_t kMaxSharedFloats = int64_t(1) << 24;
-    if (!in_place && m_splits > 1 && problems * n_blocks * k_blocks * kc_max * nc > kMaxSharedFloats) {
+    if (!b_ready && m_splits > 1 && problems * n_blocks * k_blocks * kc_max * nc > kMaxSharedFloats) {
         // B too large to hold whole: split columns only, packing per task.
         m_splits = 1;
         n_blocks = std::min(ceil_div(pr.n, nr), std::max(n_blocks, ceil_div(want, problems)));
         nc = round_up(ceil_div(pr.n, n_blocks), nr);
         n_blocks = ceil_div(pr.n, nc);
     }
-    const int64_t split_rows = ceil_div(m_panels, m_splits) * mr;
-    m_splits = ceil_div(pr.m, split_rows);
+    // Row slices get whole register panels, as evenly as they divide:
+    // slices of ceil(panels / splits) left the last one short (256 rows in
+    // 8 slices of 36 gave 2 threads 144 and 112 rows).
+    m_splits = std::min(m_splits, m_panels);
     // A few tasks of equal size leave threads idle at the end unless they
     // divide evenly (9 column blocks on 2 threads: one waits a ninth of the
     // time); narrower column blocks can make them.
@@ -115,7 +141,7 @@ void run(const Problem & pr) {
             }
         }
     }
-    const bool shared_b = !in_place && m_splits > 1;
+    const bool shared_b = !b_ready && m_splits > 1;
     const int64_t block_floats = kc_max * nc;
 
     auto pack_block = [&](int64_t p, int64_t nb, int64_t kb, float * dst) {
@@ -137,21 +163,24 @@ void run(const Problem & pr) {
     std::atomic<int64_t> next{0};
     auto worker = [&](int64_t, int64_t) {
         Tensor b_own;
-        if (!shared_b && !in_place) b_own = Tensor::empty({block_floats});
+        if (!shared_b && !b_ready) b_own = Tensor::empty({block_floats});
         for (int64_t t = next.fetch_add(1); t < tasks; t = next.fetch_add(1)) {
             const int64_t p = t / (n_blocks * m_splits);
             const int64_t nb = (t / m_splits) % n_blocks;
-            const int64_t m0 = (t % m_splits) * split_rows;
-            const int64_t m1 = std::min(pr.m, m0 + split_rows);
+            const int64_t slice = t % m_splits;
+            const int64_t m0 = slice * m_panels / m_splits * mr;
+            const int64_t m1 = std::min(pr.m, (slice + 1) * m_panels / m_splits * mr);
             const int64_t n0 = nb * nc;
             const int64_t b = p / pr.groups, g = p % pr.groups;
             float * c = pr.c + b * pr.c_bs + g * pr.c_gs;
-            const float * a = pr.a + g * pr.a_gs;
+            const float * a = pr.a + b * pr.a_bs + g * pr.a_gs;
             for (int64_t kb = 0; kb < k_blocks; kb++) {
-                const int64_t k0 = kb * kc_max;
+                const int64_t k0 = kb * kc_max, kc = std::min(kc_max, pr.k - k0);
                 const float * bp;
                 if (in_place) {
                     bp = pr.b_data + b * pr.b_bs + g * pr.b_gs;
+                } else if (pr.b_prepacked) {
+                    bp = pr.b_prepacked + g * pr.b_prepacked_gs + k0 * round_up(pr.n, nr) + (n0 / nr) * kc * nr;
                 } else if (shared_b) {
                     bp = b_shared.f32() + ((p * n_blocks + nb) * k_blocks + kb) * block_floats;
                 } else {
@@ -161,10 +190,18 @@ void run(const Problem & pr) {
                 Block blk;
                 blk.mc = m1 - m0;
                 blk.nc = std::min(nc, pr.n - n0);
-                blk.kc = std::min(kc_max, pr.k - k0);
-                blk.a = pr.a_k_major ? a + k0 * pr.lda + m0 : a + m0 * pr.lda + k0;
+                blk.kc = kc;
                 blk.lda = pr.lda;
-                blk.a_k_major = pr.a_k_major;
+                if (pr.a_offsets) {
+                    blk.a = a;
+                    blk.a_offsets = pr.a_offsets + k0;
+                    blk.a_row0 = m0;
+                    blk.a_row_len = pr.a_row_len > 0 ? pr.a_row_len : pr.m;
+                    blk.a_row_pitch = pr.a_row_len > 0 ? pr.a_row_pitch : pr.m * pr.lda;
+                } else {
+                    blk.a = pr.a_k_major ? a + k0 * pr.lda + m0 : a + m0 * pr.lda + k0;
+                    blk.a_k_major = pr.a_k_major;
+                }
                 blk.b = bp;
                 if (in_place) {
                     blk.b_offsets = pr.b_offsets + k0;
@@ -188,6 +225,19 @@ void run(const Problem & pr) {
 }
 
 }  // namespace packed
+
+void transpose(const float * src, int64_t src_rs, int64_t rows, int64_t cols, float * dst, int64_t dst_rs) {
+    constexpr int64_t kTile = 32;
+    for (int64_t i0 = 0; i0 < rows; i0 += kTile) {
+        const int64_t i1 = std::min(rows, i0 + kTile);
+        for (int64_t j0 = 0; j0 < cols; j0 += kTile) {
+            const int64_t j1 = std::min(cols, j0 + kTile);
+            for (int64_t j = j0; j < j1; j++) {
+                for (int64_t i = i0; i < i1; i++) dst[j * dst_rs + i] = src[i * src_rs + j];
+            }
+        }
+    }
+}
 
 Tensor gemm(const Tensor & a, const Tensor & b, const Tensor & c, const GemmParams & p) {
     const GemmDims d = gemm_dims(a, b, c, p);
@@ -250,18 +300,11 @@ Tensor linear(const Tensor & x, const Tensor & w, const Tensor & bias, Activatio
     Tensor y = Tensor::empty(out);
     const float * src = yt.f32();
     float * dst = y.f32();
-    // Transposed in 32 x 32 tiles so both sides stay in cache.
-    constexpr int64_t kTile = 32;
-    const int64_t row_tiles = (batch + kTile - 1) / kTile;
-    parallel_for(row_tiles, 1, [&](int64_t begin, int64_t end) {
+    constexpr int64_t kRows = 64;
+    parallel_for((batch + kRows - 1) / kRows, 1, [&](int64_t begin, int64_t end) {
         for (int64_t t = begin; t < end; t++) {
-            const int64_t i1 = std::min(batch, (t + 1) * kTile);
-            for (int64_t j0 = 0; j0 < features; j0 += kTile) {
-                const int64_t j1 = std::min(features, j0 + kTile);
-                for (int64_t i = t * kTile; i < i1; i++) {
-                    for (int64_t j = j0; j < j1; j++) dst[i * features + j] = src[j * batch + i];
-                }
-            }
+            const int64_t i0 = t * kRows, rows = std::min(kRows, batch - i0);
+            transpose(src + i0, batch, features, rows, dst + i0 * features, features);
         }
     });
     return y;

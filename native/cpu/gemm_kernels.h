@@ -29,7 +29,11 @@ struct Epilogue {
 };
 
 // One cache block for the micro-kernel. A: mc x kc read in place, A(i, k) =
-// a[i * lda + k], or a[k * lda + i] when a_k_major. B: ceil(nc/NR) panels,
+// a[i * lda + k], or a[k * lda + i] when a_k_major, or, when a_offsets is
+// set, a[a_offsets[k] + row(i)]. Rows may lie in segments (a_row_len > 0):
+// row i is r = a_row0 + i of A, at row(r) = (r / a_row_len) * a_row_pitch +
+// (r % a_row_len) * lda (a in place of row(i) = i * lda otherwise), and no
+// register tile spans two segments. B: ceil(nc/NR) panels,
 // each [kc][NR] (64-byte aligned, zero padded past nc), or, when b_offsets
 // is set, read in place: column j of the block is column n = b_col0 + j of
 // B, which lies in row n / b_row_len of b at pitch b_row_pitch:
@@ -42,6 +46,8 @@ struct Block {
     const float * a = nullptr;
     int64_t lda = 0;
     bool a_k_major = false;
+    const int64_t * a_offsets = nullptr;
+    int64_t a_row0 = 0, a_row_len = 0, a_row_pitch = 0;
     const float * b = nullptr;
     const int64_t * b_offsets = nullptr;
     int64_t b_col0 = 0, b_row_len = 0, b_row_pitch = 0;
@@ -95,11 +101,17 @@ using PackB = std::function<void(const Kernel & kn, int64_t p, int64_t k0, int64
 struct Problem {
     int64_t batches = 1, groups = 1;
     int64_t m = 0, n = 0, k = 0;
-    // A(i, k) of group g = a[g * a_gs + i * lda + k], or
-    // a[g * a_gs + k * lda + i] when a_k_major.
+    // A(i, k) of problem (b, g) = a[b * a_bs + g * a_gs + i * lda + k], or
+    // ...[k * lda + i] when a_k_major, or, when a_offsets is set (k entries,
+    // B then packed), ...[a_offsets[k] + (i / a_row_len) * a_row_pitch +
+    // (i % a_row_len) * lda] (a_row_len 0: one segment, ...[a_offsets[k] +
+    // i * lda]): the pixels of an image, output row by output row, for
+    // channels-last convs.
     const float * a = nullptr;
-    int64_t a_gs = 0, lda = 0;
+    int64_t a_bs = 0, a_gs = 0, lda = 0;
     bool a_k_major = false;
+    const int64_t * a_offsets = nullptr;
+    int64_t a_row_len = 0, a_row_pitch = 0;
     // B packed block by block through pack_b, or, when b_offsets is set (k
     // entries), read in place: B(k, n) of problem (b, g) =
     // b_data[b * b_bs + g * b_gs + b_offsets[k] + (n / b_row_len) * b_row_pitch + n % b_row_len]
@@ -108,7 +120,11 @@ struct Problem {
     // memory (shifted windows of an image for convs, whose output rows are
     // b_row_len pixels of a plane b_row_pitch wide); every read must lie
     // inside b_data.
+    // Or B packed once for all calls (weights): b_prepacked + g * b_prepacked_gs,
+    // laid out by prepack_b.
     PackB pack_b;
+    const float * b_prepacked = nullptr;
+    int64_t b_prepacked_gs = 0;
     const float * b_data = nullptr;
     int64_t b_bs = 0, b_gs = 0;
     const int64_t * b_offsets = nullptr;
@@ -123,5 +139,11 @@ struct Problem {
 // Runs every problem on the thread pool with the kernel of cpu_isa(). Each
 // C element is summed over K in the same order whatever the thread count.
 void run(const Problem & pr);
+
+// B(k, n) = b[k * rs + n * cs] packed for every later run() of a problem
+// with this k and n on kernel kn: the K blocks run() uses, one after the
+// other, each as ceil(n/NR) panels [kc][NR]. prepacked_b_floats is its size.
+int64_t prepacked_b_floats(const Kernel & kn, int64_t k, int64_t n);
+void prepack_b(const Kernel & kn, const float * b, int64_t rs, int64_t cs, int64_t k, int64_t n, float * dst);
 
 }  // namespace fovea::cpu::packed

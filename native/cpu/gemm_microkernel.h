@@ -15,18 +15,23 @@
 namespace fovea::cpu::packed {
 namespace {
 
-using TileFn = void (*)(int64_t kc, const float * a, int64_t lda, const float * b, const int64_t * b_offsets,
-                        float * c, int64_t ldc, int n, bool first, bool last, const Epilogue & ep, const float * add);
+using TileFn = void (*)(int64_t kc, const float * a, int64_t lda, const int64_t * a_offsets, const float * b,
+                        const int64_t * b_offsets, float * c, int64_t ldc, int n, bool first, bool last,
+                        const Epilogue & ep, const float * add);
+
+// How the tile reads A(i, k): a[i * lda + k], a[k * lda + i], or through
+// per-k offsets a[a_offsets[k] + i * lda] (pixels of an image, for
+// channels-last convs: the offset picks the channel and tap).
+enum AMode { kRowMajor, kKMajor, kOffsets };
 
 // C[M x n] (+)= A[M x kc] * B[kc x n] (NVA vectors, n columns valid). A is
-// read in place: A(i, k) = a[i * lda + k] (row-major) or a[k * lda + i]
-// (K_MAJOR). B is a packed panel [kc][NV*W], or with IN_PLACE read where it
-// lies, B(k, j) = b[b_offsets[k] + j] (unaligned, nothing read past column
-// n). The M x NVA accumulators stay in registers.
-template <class Isa, int NV, bool K_MAJOR, bool IN_PLACE, int M, int NVA>
-void tile(int64_t kc, const float * __restrict a, int64_t lda, const float * __restrict b,
-          const int64_t * __restrict b_offsets, float * __restrict c, int64_t ldc, int n, bool first, bool last,
-          const Epilogue & ep, const float * add) {
+// read in place (see AMode). B is a packed panel [kc][NV*W], or with
+// IN_PLACE read where it lies, B(k, j) = b[b_offsets[k] + j] (unaligned,
+// nothing read past column n). The M x NVA accumulators stay in registers.
+template <class Isa, int NV, int A_MODE, bool IN_PLACE, int M, int NVA>
+void tile(int64_t kc, const float * __restrict a, int64_t lda, const int64_t * __restrict a_offsets,
+          const float * __restrict b, const int64_t * __restrict b_offsets, float * __restrict c, int64_t ldc, int n,
+          bool first, bool last, const Epilogue & ep, const float * add) {
     using V = typename Isa::V;
     constexpr int W = Isa::W;
     constexpr int NR = NV * W;
@@ -49,9 +54,10 @@ void tile(int64_t kc, const float * __restrict a, int64_t lda, const float * __r
             for (int j = 0; j < NVA; j++) bv[j] = Isa::load(b + j * W);
             b += NR;
         }
+        const float * ak = A_MODE == kOffsets ? a + a_offsets[k] : nullptr;
 #pragma GCC unroll 16
         for (int i = 0; i < M; i++) {
-            V av = Isa::set1(K_MAJOR ? a[k * lda + i] : a[i * lda + k]);
+            V av = Isa::set1(A_MODE == kKMajor ? a[k * lda + i] : A_MODE == kRowMajor ? a[i * lda + k] : ak[i * lda]);
 #pragma GCC unroll 8
             for (int j = 0; j < NVA; j++) acc[i][j] = Isa::fma(av, bv[j], acc[i][j]);
         }
@@ -90,16 +96,21 @@ void tile(int64_t kc, const float * __restrict a, int64_t lda, const float * __r
 
 // Index (m - 1) * NV + (nva - 1): one instantiation per edge shape, so
 // partial tiles do no wasted multiply-adds beyond the last vector.
-template <class Isa, int NV, bool K_MAJOR, bool IN_PLACE, int... I>
+template <class Isa, int NV, int A_MODE, bool IN_PLACE, int... I>
 const TileFn * tile_table(std::integer_sequence<int, I...>) {
-    static constexpr TileFn table[] = {&tile<Isa, NV, K_MAJOR, IN_PLACE, I / NV + 1, I % NV + 1>...};
+    static constexpr TileFn table[] = {&tile<Isa, NV, A_MODE, IN_PLACE, I / NV + 1, I % NV + 1>...};
     return table;
 }
 
-template <class Isa, int MR, int NV, bool IN_PLACE>
-const TileFn * tile_table(bool a_k_major) {
+// A through offsets comes with packed B only (run() checks).
+template <class Isa, int MR, int NV>
+const TileFn * tile_table(const Block & blk) {
     constexpr auto tiles = std::make_integer_sequence<int, MR * NV>();
-    return a_k_major ? tile_table<Isa, NV, true, IN_PLACE>(tiles) : tile_table<Isa, NV, false, IN_PLACE>(tiles);
+    if (blk.a_offsets) return tile_table<Isa, NV, kOffsets, false>(tiles);
+    if (blk.b_offsets) {
+        return blk.a_k_major ? tile_table<Isa, NV, kKMajor, true>(tiles) : tile_table<Isa, NV, kRowMajor, true>(tiles);
+    }
+    return blk.a_k_major ? tile_table<Isa, NV, kKMajor, false>(tiles) : tile_table<Isa, NV, kRowMajor, false>(tiles);
 }
 
 // Walks a cache block: each MR-row slice of A (MR x kc, L1 resident) against
@@ -109,12 +120,21 @@ void block(const Block & blk) {
     constexpr int W = Isa::W;
     constexpr int NR = NV * W;
     const bool in_place = blk.b_offsets != nullptr;
-    const TileFn * table = in_place ? tile_table<Isa, MR, NV, true>(blk.a_k_major)
-                                    : tile_table<Isa, MR, NV, false>(blk.a_k_major);
+    const TileFn * table = tile_table<Isa, MR, NV>(blk);
     const int64_t a_row = blk.a_k_major ? 1 : blk.lda;
-    for (int64_t ir = 0; ir < blk.mc; ir += MR) {
-        const int m = blk.mc - ir < MR ? int(blk.mc - ir) : MR;
+    for (int64_t ir = 0; ir < blk.mc;) {
+        int m = blk.mc - ir < MR ? int(blk.mc - ir) : MR;
         const float * ap = blk.a + ir * a_row;
+        if (blk.a_row_len > 0) {
+            // Rows of A in segments: tiles split what is left of a segment
+            // evenly (7 rows: 4 + 3, not 6 + 1; a thin tile is bound by its
+            // loads of B, not by its multiply-adds).
+            const int64_t r = blk.a_row0 + ir, in_row = r % blk.a_row_len;
+            const int64_t left = blk.a_row_len - in_row < blk.mc - ir ? blk.a_row_len - in_row : blk.mc - ir;
+            const int64_t tiles = (left + MR - 1) / MR;
+            m = int((left + tiles - 1) / tiles);
+            ap = blk.a + (r / blk.a_row_len) * blk.a_row_pitch + in_row * blk.lda;
+        }
         for (int64_t jr = 0; jr < blk.nc;) {
             int n = blk.nc - jr < NR ? int(blk.nc - jr) : NR;
             const float * bp;
@@ -126,11 +146,12 @@ void block(const Block & blk) {
                 bp = blk.b + (jr / NR) * blk.kc * NR;
             }
             const float * add = blk.ep.add ? blk.ep.add + ir * blk.ep.add_rs + jr * blk.ep.add_cs : nullptr;
-            table[(m - 1) * NV + (n + W - 1) / W - 1](blk.kc, ap, blk.lda, bp, blk.b_offsets,
+            table[(m - 1) * NV + (n + W - 1) / W - 1](blk.kc, ap, blk.lda, blk.a_offsets, bp, blk.b_offsets,
                                                       blk.c + ir * blk.ldc + jr, blk.ldc, n, blk.first, blk.last,
                                                       blk.ep, add);
             jr += n;
         }
+        ir += m;
     }
 }
 

@@ -8,9 +8,9 @@
 
 namespace fovea::cpu {
 
-// How conv2d feeds the image to the GEMM (conv.cc explains both); Auto picks
-// per layer. Tests and benchmarks force one to check each against the other.
-enum class ConvAlgo { Auto, Shifted, Im2col, Im2colMerged };
+// How conv2d maps onto the GEMM (conv.cc explains each); Auto picks per
+// layer. Tests and benchmarks force one to check each against the others.
+enum class ConvAlgo { Auto, Shifted, Im2col, Im2colMerged, ChannelsLast };
 Tensor conv2d(const Tensor & x, const Tensor & w, const Tensor & bias, const Conv2dParams & p,
               ConvAlgo algo = ConvAlgo::Auto);                                                    // conv.cc
 Tensor gemm(const Tensor & a, const Tensor & b, const Tensor & c, const GemmParams & p);          // gemm.cc
@@ -32,6 +32,10 @@ Tensor roi_max_pool(const Tensor & x, const Tensor & rois, const RoiPoolParams &
 Tensor roi_align(const Tensor & x, const Tensor & rois, const Tensor & batch_indices,
                  const RoiAlignParams & p);                                                       // roi.cc
 std::vector<int64_t> nms(const Tensor & boxes, const Tensor & scores, const NmsParams & p);       // nms.cc
+
+// dst[j * dst_rs + i] = src[i * src_rs + j] for i < rows, j < cols, in tiles
+// that stay in cache; single-threaded (callers split the work).    // gemm.cc
+void transpose(const float * src, int64_t src_rs, int64_t rows, int64_t cols, float * dst, int64_t dst_rs);
 
 // torch image.scale along one axis: out[o] = sum_k weights[offset[o] + k] *
 // in[first[o] + k] / norm[o], k < offset[o + 1] - offset[o].

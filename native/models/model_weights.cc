@@ -248,6 +248,9 @@ Tensor ModelWeights::get(const std::string & name) const {
                          std::to_string(i));
         }
     }
+    // Weights are read-only from here on, so backends may keep packed
+    // copies of them (Tensor::derived).
+    t.mark_constant();
     std::lock_guard<std::mutex> lock(state_->mutex);
     state_->used.insert(name);
     return t;

@@ -166,12 +166,26 @@ void check_conv_cases(const std::vector<ConvCase> & cases) {
         const Tensor b = cc.bias ? random_tensor({cc.oc}, seed++) : Tensor();
         const Tensor expected = ref_conv2d(x, w, b, cc.p);
         for_each_isa([&](CpuIsa isa) {
-            for (cpu::ConvAlgo algo : {cpu::ConvAlgo::Shifted, cpu::ConvAlgo::Im2col, cpu::ConvAlgo::Im2colMerged}) {
-                const char * algo_name = algo == cpu::ConvAlgo::Shifted  ? "shifted"
-                                         : algo == cpu::ConvAlgo::Im2col ? "im2col"
-                                                                         : "im2col over the batch";
+            for (cpu::ConvAlgo algo : {cpu::ConvAlgo::Shifted, cpu::ConvAlgo::Im2col, cpu::ConvAlgo::Im2colMerged,
+                                       cpu::ConvAlgo::ChannelsLast}) {
+                const char * algo_name = algo == cpu::ConvAlgo::Shifted         ? "shifted"
+                                         : algo == cpu::ConvAlgo::Im2col        ? "im2col"
+                                         : algo == cpu::ConvAlgo::Im2colMerged ? "im2col over the batch"
+                                                                                : "channels last";
                 expect_close(cpu::conv2d(x, w, b, cc.p, algo), expected,
                              std::string(cc.name) + " on " + cpu_isa_name(isa) + ", " + algo_name);
+            }
+            // Constant weights, as a model's: channels last may be chosen,
+            // and its packed weights are reused by the second call.
+            const Tensor wc = w.clone();
+            wc.mark_constant();
+            for (int call = 0; call < 2; call++) {
+                expect_close(cpu::conv2d(x, wc, b, cc.p), expected,
+                             std::string(cc.name) + " on " + cpu_isa_name(isa) + ", constant weights, call " +
+                                 std::to_string(call + 1));
+                expect_close(cpu::conv2d(x, wc, b, cc.p, cpu::ConvAlgo::ChannelsLast), expected,
+                             std::string(cc.name) + " on " + cpu_isa_name(isa) +
+                                 ", channels last with packed weights kept, call " + std::to_string(call + 1));
             }
         });
     }
@@ -242,6 +256,14 @@ FOVEA_TEST(conv2d_larger_layers) {
         {"3x3 96->70 on a batch of 9 7x7 maps", 9, 96, 7, 7, 70, 3, 3, conv_params(1, 1, 1, 1, Activation::Relu), true},
         {"3x3/2 40->24 on a batch of 5 13x11 maps, groups 2", 5, 40, 13, 11, 24, 3, 3, conv_params(2, 1, 1, 2),
          true},
+        // Channels last by default with constant weights: rows of 14 and 7
+        // pixels, K blocks of a few channels, odd padding and dilation.
+        {"3x3 48->64 on 14x14, relu", 1, 48, 14, 14, 64, 3, 3, conv_params(1, 1, 1, 1, Activation::Relu), true},
+        {"3x3/2 64->32 on 15x13", 1, 64, 15, 13, 32, 3, 3, conv_params(2, 1), true},
+        {"3x3 dilation 2 72->48 on 9x11, pads 2,1,0,3", 1, 72, 9, 11, 48, 3, 3,
+         asym(conv_params(1, 0, 2), 2, 1, 0, 3), true},
+        {"1x1 1024->32 on 7x7", 1, 1024, 7, 7, 32, 1, 1, conv_params(1, 0), true},
+        {"3x3 32->64 on 16x16 batch 2, groups 2", 2, 32, 16, 16, 64, 3, 3, conv_params(1, 1, 1, 2), false},
     });
 }
 

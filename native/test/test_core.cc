@@ -32,6 +32,35 @@ FOVEA_TEST(tensor_clone_is_deep) {
     EXPECT_THROWS_CODE(Tensor::from_vector({2}, {1, 2, 3}), ErrorCode::Input);
 }
 
+FOVEA_TEST(tensor_derived_data_is_kept_per_view_and_freed_with_the_storage) {
+    Tensor whole = Tensor::zeros({8});
+    Tensor first = whole.reshape({2, 4});
+    int made = 0;
+    auto make = [&]() {
+        made++;
+        return std::shared_ptr<const void>(std::make_shared<int>(made));
+    };
+    // Mutable buffers never carry derived data: it could go stale.
+    EXPECT_TRUE(!whole.is_constant());
+    EXPECT_THROWS_CODE(whole.derived("packed", make), ErrorCode::Internal);
+    whole.mark_constant();
+    EXPECT_TRUE(first.is_constant());
+    std::weak_ptr<const void> kept;
+    {
+        const std::shared_ptr<const void> a = whole.derived("packed", make);
+        EXPECT_TRUE(whole.derived("packed", make) == a);  // made once
+        EXPECT_TRUE(whole.derived("other", make) != a);
+        EXPECT_TRUE(first.derived("packed", make) != a);  // another shape of the same buffer
+        EXPECT_EQ(made, 3);
+        kept = a;
+    }
+    EXPECT_TRUE(!kept.expired());
+    whole = Tensor();
+    EXPECT_TRUE(!kept.expired());  // `first` still holds the storage
+    first = Tensor();
+    EXPECT_TRUE(kept.expired());
+}
+
 FOVEA_TEST(allocator_reuses_blocks) {
     CachingAllocator alloc(1 << 20);
     void * a = alloc.allocate(10000);
