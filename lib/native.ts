@@ -53,11 +53,18 @@ export interface MemoryStats {
   allocations: number;
 }
 
+export interface PreparedOp {
+  /** Runs the op on `inputs` followed by the prepared constants. */
+  run(inputs: Array<NativeTensor | null>): Promise<unknown>;
+}
+
 export interface NativeBinding {
   info(): NativeInfo;
   memoryStats(): MemoryStats;
   inspectModel(path: string): Promise<NativeModelSummary>;
   runOp(name: string, inputs: Array<NativeTensor | null>, attrs: Record<string, unknown>): Promise<unknown>;
+  /** The op with its trailing inputs (a conv's weights) fixed, copied once and kept as a model keeps its weights. */
+  prepareOp(name: string, constants: Array<NativeTensor | null>, attrs: Record<string, unknown>): PreparedOp;
 }
 
 export const packageRoot = path.join(__dirname, '..');

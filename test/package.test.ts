@@ -78,6 +78,44 @@ describe('native errors become FoveaError with a code', () => {
   });
 });
 
+describe('prepareOp keeps constants as a model keeps its weights', () => {
+  const random = (n: number, seed: number) => {
+    const a = new Float32Array(n);
+    let s = seed;
+    for (let i = 0; i < n; i++) {
+      s = (s * 1103515245 + 12345) % 2147483648;
+      a[i] = s / 2147483648 - 0.5;
+    }
+    return a;
+  };
+
+  it('a prepared conv (channels last with its packed weights kept) matches runOp, call after call', async () => {
+    // 14x14 maps of 64 channels: the shape where fovea packs constant weights.
+    const x = { data: random(32 * 14 * 14, 1), shape: [1, 32, 14, 14] };
+    const w = { data: random(64 * 32 * 9, 2), shape: [64, 32, 3, 3] };
+    const b = { data: random(64, 3), shape: [64] };
+    const attrs = { pads: [1, 1, 1, 1], activation: 'relu' };
+    const expected = (await native().runOp('conv2d', [x, w, b], attrs)) as { data: Float32Array; shape: number[] };
+    const prepared = native().prepareOp('conv2d', [w, b], attrs);
+    w.data.fill(0); // copied when prepared: later changes to the caller's array do not leak in
+    for (let call = 0; call < 2; call++) {
+      const got = (await prepared.run([x])) as { data: Float32Array; shape: number[] };
+      expect(got.shape).toEqual(expected.shape);
+      let maxDiff = 0;
+      for (let i = 0; i < got.data.length; i++) maxDiff = Math.max(maxDiff, Math.abs(got.data[i] - expected.data[i]));
+      expect(maxDiff).toBeLessThan(1e-4);
+    }
+  });
+
+  it('bad arguments are FoveaErrors', async () => {
+    expect(() => native().prepareOp('conv2d', {} as never, {})).toThrow(expect.objectContaining({ code: 'ERR_OPTIONS' }));
+    const prepared = native().prepareOp('relu', [], {});
+    await expect(prepared.run([{ data: new Float32Array(3), shape: [2, 2] }])).rejects.toMatchObject({
+      code: 'ERR_INPUT',
+    });
+  });
+});
+
 describe('native source lists', () => {
   // CMake and node-gyp both read native/sources.gypi; this makes sure no
   // source file in the tree is missing from it.

@@ -1,8 +1,10 @@
 // runOp(name, inputs, attrs): runs one op of a backend in an AsyncWorker.
-// Internal surface for the conformance suite and the benchmarks (lib/ops.ts
-// validates before calling); inputs are copied so the worker never touches JS.
+// prepareOp(name, constants, attrs): the same op with its trailing inputs
+// fixed ({ run(inputs) }), as a model holds its weights. Internal surface for
+// the conformance suite and the benchmarks; the worker never touches JS.
 #include <cstring>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -336,28 +338,89 @@ class OpWorker : public Napi::AsyncWorker {
     ErrorCode code_ = ErrorCode::Internal;
 };
 
+std::vector<Tensor> read_tensors(Napi::Value v, const char * what,
+                                 std::vector<Napi::Reference<Napi::Value>> & keep_alive) {
+    if (!v.IsArray()) throw Error(ErrorCode::Options, std::string(what) + " must be an array");
+    Napi::Array in = v.As<Napi::Array>();
+    if (in.Length() > 1024) throw Error(ErrorCode::Input, std::string(what) + ": at most 1024 inputs");
+    std::vector<Tensor> tensors;
+    for (uint32_t i = 0; i < in.Length(); i++) tensors.push_back(read_tensor(in.Get(i), i, keep_alive));
+    return tensors;
+}
+
+Napi::Promise queue_op(Napi::Env env, OpFn fn, std::vector<Tensor> inputs,
+                       std::vector<Napi::Reference<Napi::Value>> arrays, Device device) {
+    auto * worker = new OpWorker(env, std::move(fn), std::move(inputs), std::move(arrays), device);
+    Napi::Promise promise = worker->promise();
+    worker->Queue();
+    return promise;
+}
+
+Napi::Promise rejected(Napi::Env env, const std::exception & e) {
+    auto deferred = Napi::Promise::Deferred::New(env);
+    deferred.Reject(make_error(env, e).Value());
+    return deferred.Promise();
+}
+
 Napi::Value run_op(const Napi::CallbackInfo & args) {
     Napi::Env env = args.Env();
     try {
         if (args.Length() < 3 || !args[0].IsString() || !args[1].IsArray() || !args[2].IsObject())
             throw Error(ErrorCode::Options, "runOp(name: string, inputs: array, attrs: object)");
-        std::string name = args[0].As<Napi::String>().Utf8Value();
-        Napi::Array in = args[1].As<Napi::Array>();
-        if (in.Length() > 1024) throw Error(ErrorCode::Input, "runOp: at most 1024 inputs");
-        std::vector<Tensor> inputs;
         std::vector<Napi::Reference<Napi::Value>> arrays;
-        for (uint32_t i = 0; i < in.Length(); i++) inputs.push_back(read_tensor(in.Get(i), i, arrays));
+        std::vector<Tensor> inputs = read_tensors(args[1], "runOp inputs", arrays);
         Attrs attrs(args[2].As<Napi::Object>());
         Device device = parse_device(attrs.string("device", "cpu"));
-        OpFn fn = make_op(name, attrs);
-        auto * worker = new OpWorker(env, std::move(fn), std::move(inputs), std::move(arrays), device);
-        Napi::Promise promise = worker->promise();
-        worker->Queue();
-        return promise;
+        OpFn fn = make_op(args[0].As<Napi::String>().Utf8Value(), attrs);
+        return queue_op(env, std::move(fn), std::move(inputs), std::move(arrays), device);
     } catch (const std::exception & e) {
-        auto deferred = Napi::Promise::Deferred::New(env);
-        deferred.Reject(make_error(env, e).Value());
-        return deferred.Promise();
+        return rejected(env, e);
+    }
+}
+
+// The constants are copied into native memory marked constant (so they
+// cannot change under a backend's packed copy of them); run's inputs go
+// before them.
+Napi::Value prepare_op(const Napi::CallbackInfo & args) {
+    Napi::Env env = args.Env();
+    try {
+        if (args.Length() < 3 || !args[0].IsString() || !args[1].IsArray() || !args[2].IsObject())
+            throw Error(ErrorCode::Options, "prepareOp(name: string, constants: array, attrs: object)");
+        std::vector<Napi::Reference<Napi::Value>> borrowed;
+        auto constants = std::make_shared<std::vector<Tensor>>();
+        for (const Tensor & t : read_tensors(args[1], "prepareOp constants", borrowed)) {
+            Tensor owned;
+            if (t.defined()) {
+                owned = Tensor::empty(t.shape(), t.dtype());
+                if (t.nbytes() > 0) std::memcpy(owned.raw(), t.raw(), t.nbytes());
+                owned.mark_constant();
+            }
+            constants->push_back(owned);
+        }
+        Attrs attrs(args[2].As<Napi::Object>());
+        const Device device = parse_device(attrs.string("device", "cpu"));
+        const OpFn fn = make_op(args[0].As<Napi::String>().Utf8Value(), attrs);
+        Napi::Object prepared = Napi::Object::New(env);
+        prepared.Set("run", Napi::Function::New(
+                                env,
+                                [constants, device, fn](const Napi::CallbackInfo & info) -> Napi::Value {
+                                    Napi::Env env = info.Env();
+                                    try {
+                                        if (info.Length() < 1 || !info[0].IsArray())
+                                            throw Error(ErrorCode::Options, "run(inputs: array)");
+                                        std::vector<Napi::Reference<Napi::Value>> arrays;
+                                        std::vector<Tensor> inputs = read_tensors(info[0], "run inputs", arrays);
+                                        inputs.insert(inputs.end(), constants->begin(), constants->end());
+                                        return queue_op(env, fn, std::move(inputs), std::move(arrays), device);
+                                    } catch (const std::exception & e) {
+                                        return rejected(env, e);
+                                    }
+                                },
+                                "run"));
+        return prepared;
+    } catch (const std::exception & e) {
+        make_error(env, e).ThrowAsJavaScriptException();
+        return env.Undefined();
     }
 }
 
@@ -365,6 +428,7 @@ Napi::Value run_op(const Napi::CallbackInfo & args) {
 
 Napi::Object init_ops(Napi::Env env, Napi::Object exports) {
     exports.Set("runOp", Napi::Function::New(env, run_op, "runOp"));
+    exports.Set("prepareOp", Napi::Function::New(env, prepare_op, "prepareOp"));
     return exports;
 }
 

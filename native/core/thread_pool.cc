@@ -1,6 +1,7 @@
 #include "core/thread_pool.h"
 
 #include <algorithm>
+#include <chrono>
 #include <atomic>
 #include <cstdlib>
 #include <exception>
@@ -9,6 +10,27 @@ namespace fovea {
 
 namespace {
 thread_local bool in_pool_task = false;
+
+// How long an idle worker, or a caller waiting for the last chunk, spins
+// before sleeping. Ops come in quick succession (the phases of a conv, the
+// layers of a model), and waking a sleeping thread takes tens of
+// microseconds on a VM, per parallel_for. Measured on the dev VM (ResNet-50
+// 224 conv layers, fovea_bench, 2 threads, alternating): no spin 44.5-47.8
+// ms, 20 us 42-48, 50 us 40.5-46, 150 us 43-44. A spin this short costs
+// little CPU when the pool really is idle.
+constexpr auto kSpin = std::chrono::microseconds(50);
+
+template <class Ready>
+bool spin_until(Ready ready) {
+    const auto until = std::chrono::steady_clock::now() + kSpin;
+    for (int i = 0;; i++) {
+        if (ready()) return true;
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#endif
+        if ((i & 63) == 63 && std::chrono::steady_clock::now() >= until) return false;
+    }
+}
 }
 
 struct ThreadPool::Job {
@@ -63,6 +85,7 @@ void ThreadPool::run_chunks(Job & job) {
 void ThreadPool::worker_loop() {
     for (;;) {
         std::shared_ptr<Job> job;
+        spin_until([&] { return queued_.load(std::memory_order_acquire) > 0; });
         {
             std::unique_lock<std::mutex> lock(mutex_);
             wake_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
@@ -72,12 +95,16 @@ void ThreadPool::worker_loop() {
             // idle worker can join it.
             if (job->next.load() >= job->n) {
                 queue_.pop_front();
+                queued_.fetch_sub(1);
                 continue;
             }
         }
         run_chunks(*job);
         std::lock_guard<std::mutex> lock(mutex_);
-        if (!queue_.empty() && queue_.front() == job) queue_.pop_front();
+        if (!queue_.empty() && queue_.front() == job) {
+            queue_.pop_front();
+            queued_.fetch_sub(1);
+        }
     }
 }
 
@@ -96,10 +123,11 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain, const RangeFn & fn) {
     {
         std::lock_guard<std::mutex> lock(mutex_);
         queue_.push_back(job);
+        queued_.fetch_add(1, std::memory_order_release);
     }
     wake_.notify_all();
     run_chunks(*job);
-    {
+    if (!spin_until([&] { return job->done.load() == job->n; })) {
         std::unique_lock<std::mutex> lock(job->mutex);
         job->finished.wait(lock, [&] { return job->done.load() == job->n; });
     }
@@ -108,6 +136,7 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain, const RangeFn & fn) {
         for (auto it = queue_.begin(); it != queue_.end(); ++it) {
             if (*it == job) {
                 queue_.erase(it);
+                queued_.fetch_sub(1);
                 break;
             }
         }

@@ -4,6 +4,7 @@
 // made from inside a pool task run inline, so nesting never deadlocks.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -41,6 +42,7 @@ class ThreadPool {
     std::mutex mutex_;
     std::condition_variable wake_;
     std::deque<std::shared_ptr<Job>> queue_;
+    std::atomic<int64_t> queued_{0};  // queue_.size(), for spinning workers that do not take the lock
     bool stopping_ = false;
 };
 
