@@ -154,17 +154,18 @@ int64_t shifted_pitch(const ConvDims & d, const Conv2dParams & p) {
 
 // Where channels last pays, measured on 2 threads of the EPYC dev machine
 // (fovea_bench --algo, ResNet-50 and VGG-16 layers at 224 and 800): 3x3
-// layers up to 50x50 outputs gained 3-30% (the most on 7x7 and 14x14, where
+// layers up to 56x56 outputs gained 3-30% (the most on 7x7 and 14x14, where
 // pixel vectors were a quarter or an eighth empty); on 100x100 and larger
-// the transposes of big images cost more than they save (5-45% slower). 1x1
-// layers, whose few multiply-adds per pixel do not hide the transposes, gain
-// only on outputs of a few dozen pixels (7x7, K >= 1024: 5-10%). Output
-// channels in whole vectors only; weights packed per call never pay.
+// the transposes of big images cost more than they save (up to 40% slower
+// on VGG's 400x400 layers). 1x1 layers, whose few multiply-adds per pixel
+// do not hide the transposes, gain only on outputs of a few dozen pixels
+// (ResNet-50's 7x7 layer4: 0-17%) and lose 0-20% on 14x14 and larger.
+// Output channels in whole vectors only; weights packed per call never pay.
 bool channels_last_pays(const ConvDims & d, int64_t taps, bool constant_weights) {
     if (!constant_weights || d.ocg % 16 != 0) return false;
     const int64_t plane = d.oh * d.ow;
     if (taps > 1) return plane <= 4096 && d.k >= 256;
-    return plane < 100 && d.k >= 1024;
+    return plane < 100 && d.k >= 256;
 }
 
 ConvAlgo choose_algo(const ConvDims & d, const Conv2dParams & p, int64_t taps, bool constant_weights) {

@@ -227,16 +227,7 @@ void run(const Problem & pr) {
 }  // namespace packed
 
 void transpose(const float * src, int64_t src_rs, int64_t rows, int64_t cols, float * dst, int64_t dst_rs) {
-    constexpr int64_t kTile = 32;
-    for (int64_t i0 = 0; i0 < rows; i0 += kTile) {
-        const int64_t i1 = std::min(rows, i0 + kTile);
-        for (int64_t j0 = 0; j0 < cols; j0 += kTile) {
-            const int64_t j1 = std::min(cols, j0 + kTile);
-            for (int64_t j = j0; j < j1; j++) {
-                for (int64_t i = i0; i < i1; i++) dst[j * dst_rs + i] = src[i * src_rs + j];
-            }
-        }
-    }
+    packed::kernel_for(cpu_isa()).transpose(src, src_rs, rows, cols, dst, dst_rs);
 }
 
 Tensor gemm(const Tensor & a, const Tensor & b, const Tensor & c, const GemmParams & p) {

@@ -41,6 +41,26 @@ struct Avx2 {
         const __m256 s = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));
         return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(s), _MM_SHUFFLE(3, 1, 2, 0)));
     }
+    // r[i][j] -> r[j][i]: pairs interleaved, 4x4 blocks within 128-bit
+    // lanes, then the lanes swapped.
+    static void transpose(V (&r)[W]) {
+        V t[W];
+        for (int i = 0; i < W; i += 2) {
+            t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+            t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+        }
+        for (int i = 0; i < W; i += 4) {
+            r[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+            r[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+            r[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+            r[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+        }
+        for (int c = 0; c < 4; c++) {
+            t[c] = _mm256_permute2f128_ps(r[c], r[4 + c], 0x20);
+            t[4 + c] = _mm256_permute2f128_ps(r[c], r[4 + c], 0x31);
+        }
+        for (int i = 0; i < W; i++) r[i] = t[i];
+    }
     static V load_window(const float * p, int64_t lo, int64_t hi) {
         const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
         const __m256i l = _mm256_set1_epi32(int(lo < -1 ? -1 : lo > W ? W : lo));

@@ -39,6 +39,35 @@ struct Avx512 {
     static V even(V a, V b) {
         return _mm512_permutex2var_ps(a, _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30), b);
     }
+    // r[i][j] -> r[j][i]: pairs interleaved, then 4x4 blocks within 128-bit
+    // lanes, then the 4x4 grid of lanes. Masked forms for the same GCC 12
+    // warning as max.
+    static void transpose(V (&r)[W]) {
+        constexpr __mmask16 kAll = 0xffff;
+        V t[W];
+        for (int i = 0; i < W; i += 2) {
+            t[i] = _mm512_maskz_unpacklo_ps(kAll, r[i], r[i + 1]);
+            t[i + 1] = _mm512_maskz_unpackhi_ps(kAll, r[i], r[i + 1]);
+        }
+        // s[4i + c], lane L: column 4L + c of rows 4i..4i+3.
+        for (int i = 0; i < W; i += 4) {
+            r[i] = _mm512_maskz_shuffle_ps(kAll, t[i], t[i + 2], 0x44);
+            r[i + 1] = _mm512_maskz_shuffle_ps(kAll, t[i], t[i + 2], 0xEE);
+            r[i + 2] = _mm512_maskz_shuffle_ps(kAll, t[i + 1], t[i + 3], 0x44);
+            r[i + 3] = _mm512_maskz_shuffle_ps(kAll, t[i + 1], t[i + 3], 0xEE);
+        }
+        for (int c = 0; c < 4; c++) {
+            const V p = _mm512_maskz_shuffle_f32x4(kAll, r[c], r[4 + c], 0x88);
+            const V q = _mm512_maskz_shuffle_f32x4(kAll, r[c], r[4 + c], 0xDD);
+            const V u = _mm512_maskz_shuffle_f32x4(kAll, r[8 + c], r[12 + c], 0x88);
+            const V v = _mm512_maskz_shuffle_f32x4(kAll, r[8 + c], r[12 + c], 0xDD);
+            t[c] = _mm512_maskz_shuffle_f32x4(kAll, p, u, 0x88);
+            t[8 + c] = _mm512_maskz_shuffle_f32x4(kAll, p, u, 0xDD);
+            t[4 + c] = _mm512_maskz_shuffle_f32x4(kAll, q, v, 0x88);
+            t[12 + c] = _mm512_maskz_shuffle_f32x4(kAll, q, v, 0xDD);
+        }
+        for (int i = 0; i < W; i++) r[i] = t[i];
+    }
     static V load_window(const float * p, int64_t lo, int64_t hi) {
         const __mmask16 below_lo = lo <= 0 ? 0 : lo >= W ? 0xffff : __mmask16((1u << lo) - 1);
         return _mm512_maskz_loadu_ps(__mmask16(mask(int(hi < 0 ? 0 : hi > W ? W : hi)) & ~below_lo), p);

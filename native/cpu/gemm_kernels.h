@@ -83,6 +83,8 @@ struct Kernel {
     // ConvGeometry); x points at the first image's group's first channel.
     void (*pack_im2col)(const float * x, const ConvGeometry & g, int64_t k0, int64_t kc, int64_t n0, int64_t nc,
                         float * dst);
+    // cpu::transpose (ops.h) on this ISA's registers.
+    void (*transpose)(const float * src, int64_t src_rs, int64_t rows, int64_t cols, float * dst, int64_t dst_rs);
 };
 
 const Kernel & kernel_scalar();

@@ -3,7 +3,8 @@
 // headers and its target pragma, and instantiates it with its own Isa struct:
 //   V, W (lanes), zero(), load(p) (aligned), loadu(p), storeu(p, v),
 //   set1(x), fma(a, b, c), add(a, b), mul(a, b), max(a, b),
-//   loadn(p, n), storen(p, v, n), load_window(p, lo, hi), even(a, b)
+//   loadn(p, n), storen(p, v, n), load_window(p, lo, hi), even(a, b),
+//   transpose(V (&r)[W]) (r[i] lane j becomes r[j] lane i)
 // where loadn/storen touch the first min(n, W) lanes only (n >= 1),
 // load_window reads lanes i with lo <= i < hi, zeroing the others, and even
 // returns the even lanes of the 2W-lane concatenation a:b.
@@ -282,11 +283,35 @@ void pack_im2col(const float * x, const ConvGeometry & g, int64_t k0, int64_t kc
     }
 }
 
+// dst[j * dst_rs + i] = src[i * src_rs + j] in W x W blocks transposed in
+// registers; partial blocks at the edges load and store fewer lanes.
+template <class Isa>
+void transpose(const float * src, int64_t src_rs, int64_t rows, int64_t cols, float * dst, int64_t dst_rs) {
+    constexpr int W = Isa::W;
+    for (int64_t i0 = 0; i0 < rows; i0 += W) {
+        const int nr = rows - i0 < W ? int(rows - i0) : W;
+        for (int64_t j0 = 0; j0 < cols; j0 += W) {
+            const int nc = cols - j0 < W ? int(cols - j0) : W;
+            typename Isa::V r[W];
+            for (int i = 0; i < W; i++) r[i] = i < nr ? Isa::loadn(src + (i0 + i) * src_rs + j0, nc) : Isa::zero();
+            Isa::transpose(r);
+            for (int j = 0; j < nc; j++) Isa::storen(dst + (j0 + j) * dst_rs + i0, r[j], nr);
+        }
+    }
+}
+
 // The kernel table entry of one instantiation.
 template <class Isa, int MR, int NV>
 constexpr Kernel make_kernel(CpuIsa isa, int kc, int nc) {
-    return Kernel{isa, MR, NV * Isa::W, kc, nc, &block<Isa, MR, NV>, &pack_strided<Isa, NV * Isa::W>,
-                  &pack_im2col<Isa, NV * Isa::W>};
+    return Kernel{isa,
+                  MR,
+                  NV * Isa::W,
+                  kc,
+                  nc,
+                  &block<Isa, MR, NV>,
+                  &pack_strided<Isa, NV * Isa::W>,
+                  &pack_im2col<Isa, NV * Isa::W>,
+                  &transpose<Isa>};
 }
 
 }  // namespace

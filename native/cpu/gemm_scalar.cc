@@ -25,6 +25,7 @@ struct Scalar {
     static V loadn(const float * p, int) { return *p; }
     static void storen(float * p, V v, int) { *p = v; }
     static V even(V a, V) { return a; }
+    static void transpose(V (&)[W]) {}
     static V load_window(const float * p, int64_t lo, int64_t hi) { return lo <= 0 && hi > 0 ? *p : 0.0f; }
 };
 

@@ -33,8 +33,9 @@ Tensor roi_align(const Tensor & x, const Tensor & rois, const Tensor & batch_ind
                  const RoiAlignParams & p);                                                       // roi.cc
 std::vector<int64_t> nms(const Tensor & boxes, const Tensor & scores, const NmsParams & p);       // nms.cc
 
-// dst[j * dst_rs + i] = src[i * src_rs + j] for i < rows, j < cols, in tiles
-// that stay in cache; single-threaded (callers split the work).    // gemm.cc
+// dst[j * dst_rs + i] = src[i * src_rs + j] for i < rows, j < cols, in
+// blocks transposed in vector registers; single-threaded (callers split the
+// work).                                                              // gemm.cc
 void transpose(const float * src, int64_t src_rs, int64_t rows, int64_t cols, float * dst, int64_t dst_rs);
 
 // torch image.scale along one axis: out[o] = sum_k weights[offset[o] + k] *

@@ -267,6 +267,30 @@ FOVEA_TEST(conv2d_larger_layers) {
     });
 }
 
+FOVEA_TEST(transpose_blocks_and_edges) {
+    // Sizes around the 8- and 16-lane blocks, strided source and destination.
+    for (const auto & [rows, cols] : std::vector<std::pair<int64_t, int64_t>>{
+             {1, 1}, {1, 37}, {37, 1}, {16, 16}, {8, 24}, {17, 33}, {40, 15}, {64, 49}}) {
+        const int64_t src_rs = cols + 3, dst_rs = rows + 5;
+        const Tensor src = random_tensor({rows * src_rs}, uint64_t(rows * 100 + cols));
+        for_each_isa([&](CpuIsa isa) {
+            Tensor dst = Tensor::full({cols * dst_rs}, -7.0f);
+            cpu::transpose(src.f32(), src_rs, rows, cols, dst.f32(), dst_rs);
+            int64_t wrong = 0, touched = 0;
+            for (int64_t j = 0; j < cols; j++) {
+                for (int64_t i = 0; i < dst_rs; i++) {
+                    const float got = dst.f32()[j * dst_rs + i];
+                    if (i < rows) wrong += got != src.f32()[i * src_rs + j];
+                    else touched += got != -7.0f;  // padding past `rows` is left alone
+                }
+            }
+            EXPECT_EQ(wrong, 0);
+            EXPECT_EQ(touched, 0);
+            (void)isa;
+        });
+    }
+}
+
 FOVEA_TEST(conv2d_zero_input_channels_gives_bias) {
     const Tensor x = Tensor::zeros({1, 0, 4, 4});
     const Tensor w = Tensor::zeros({3, 0, 3, 3});
