@@ -310,10 +310,20 @@ class OpWorker : public Napi::AsyncWorker {
             data = Napi::Float32Array::New(env, 0);
         } else {
             // The result's memory becomes the ArrayBuffer's: no copy; the
-            // tensor is released when JS collects the buffer.
+            // tensor is released when JS collects the buffer. V8 is told its
+            // size, or it would collect too rarely: results would pile up
+            // and every call would get fresh memory from the OS (page faults
+            // on a megabyte cost more than a small layer).
             auto * owner = new Tensor(t);
+            const int64_t bytes = static_cast<int64_t>(owner->nbytes());
             Napi::ArrayBuffer buffer = Napi::ArrayBuffer::New(
-                env, owner->raw(), owner->nbytes(), [](Napi::Env, void *, Tensor * held) { delete held; }, owner);
+                env, owner->raw(), owner->nbytes(),
+                [](Napi::Env finalize_env, void *, Tensor * held) {
+                    Napi::MemoryManagement::AdjustExternalMemory(finalize_env, -static_cast<int64_t>(held->nbytes()));
+                    delete held;
+                },
+                owner);
+            Napi::MemoryManagement::AdjustExternalMemory(env, bytes);
             data = Napi::Float32Array::New(env, static_cast<size_t>(t.numel()), buffer, 0);
         }
         Napi::Array shape = Napi::Array::New(env, t.shape().size());
