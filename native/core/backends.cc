@@ -2,6 +2,7 @@
 
 #include "core/device.h"
 #include "core/error.h"
+#include "core/ops.h"
 #ifdef FOVEA_HAVE_CUDA
 #include "cuda/api.h"
 #endif
@@ -23,6 +24,13 @@ void require_cuda(int index) {
 }
 
 }  // namespace
+
+Tensor Backend::conv2d_residual(const Tensor & x, const Tensor & w, const Tensor & bias, const Conv2dParams & p,
+                                const Tensor & residual) {
+    Conv2dParams linear = p;
+    linear.activation = Activation::None;
+    return add(conv2d(x, w, bias, linear), residual, p.activation);
+}
 
 const CudaStatus & cuda_status() {
     static const CudaStatus status = [] {

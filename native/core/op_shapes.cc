@@ -47,6 +47,12 @@ void check_f32(const Tensor & x, const char * op, const char * what, int ndim) {
                       op << ": " << what << " must be " << ndim << "-D, got shape " << shape_str(x.shape()));
 }
 
+void check_conv2d_residual(const Tensor & residual, const Shape & out) {
+    check_f32(residual, "conv2d", "residual", int(out.size()));
+    FOVEA_CHECK_INPUT(residual.shape() == out, "conv2d: residual has shape " << shape_str(residual.shape())
+                                                   << ", the output " << shape_str(out));
+}
+
 Shape conv2d_output_shape(const Tensor & x, const Tensor & w, const Tensor & bias, const Conv2dParams & p) {
     check_f32(x, "conv2d", "input", 4);
     check_f32(w, "conv2d", "weight", 4);

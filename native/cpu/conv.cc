@@ -176,6 +176,15 @@ ConvAlgo choose_algo(const ConvDims & d, const Conv2dParams & p, int64_t taps, b
     return ConvAlgo::Shifted;
 }
 
+// y[i] = act(y[i] + residual[i]): the residual of the paths that copy their
+// output into place, done as each part is copied while it is in cache.
+void add_residual(float * y, const float * residual, int64_t n, Activation act) {
+    for (int64_t i = 0; i < n; i++) {
+        const float v = y[i] + residual[i];
+        y[i] = act == Activation::Relu ? (v > 0.0f ? v : 0.0f) : act == Activation::Sigmoid ? 1.0f / (1.0f + std::exp(-v)) : v;
+    }
+}
+
 // Floats from one pixel to the next in the channels-last image: the channel
 // count, plus one cache line where pixels would otherwise lie a multiple of
 // 1 KB apart. A register tile reads the same channel of several pixels at
@@ -230,7 +239,7 @@ std::shared_ptr<const Tensor> channels_last_weights(const Tensor & w, const Conv
 }
 
 Tensor conv_channels_last(const Tensor & x, const Tensor & w, const Tensor & bias, const Conv2dParams & p,
-                          const ConvDims & d, Tensor y) {
+                          const ConvDims & d, const Tensor & residual, Tensor y) {
     const packed::Kernel & kn = packed::kernel_for(cpu_isa());
     const int64_t kh = w.dim(2), kw = w.dim(3), taps = kh * kw;
     const int64_t channels = d.groups * d.cg, oc = d.groups * d.ocg, pixels = d.oh * d.ow;
@@ -264,7 +273,8 @@ Tensor conv_channels_last(const Tensor & x, const Tensor & w, const Tensor & bia
     pr.c_bs = pixels * oc;
     pr.c_gs = d.ocg;
     pr.ldc = oc;
-    pr.ep.act = p.activation;
+    // With a residual (in y's layout), the activation waits for it.
+    pr.ep.act = residual.defined() ? Activation::None : p.activation;
     if (bias.defined()) {
         pr.ep.add = bias.f32();
         pr.ep.beta = 1.0f;
@@ -278,9 +288,12 @@ Tensor conv_channels_last(const Tensor & x, const Tensor & w, const Tensor & bia
     float * dst = y.f32();
     parallel_for(d.n * chunks, 1, [&](int64_t begin, int64_t end) {
         for (int64_t t = begin; t < end; t++) {
-            const int64_t img = t / chunks, p0 = t % chunks * kPixels;
-            transpose(src + (img * pixels + p0) * oc, oc, std::min(kPixels, pixels - p0), oc,
-                      dst + img * oc * pixels + p0, pixels);
+            const int64_t img = t / chunks, p0 = t % chunks * kPixels, len = std::min(kPixels, pixels - p0);
+            float * out = dst + img * oc * pixels + p0;
+            transpose(src + (img * pixels + p0) * oc, oc, len, oc, out, pixels);
+            if (!residual.defined()) continue;
+            const float * res = residual.f32() + img * oc * pixels + p0;
+            for (int64_t o = 0; o < oc; o++) add_residual(out + o * pixels, res + o * pixels, len, p.activation);
         }
     });
     return y;
@@ -288,8 +301,10 @@ Tensor conv_channels_last(const Tensor & x, const Tensor & w, const Tensor & bia
 
 }  // namespace
 
-Tensor conv2d(const Tensor & x, const Tensor & w, const Tensor & bias, const Conv2dParams & p, ConvAlgo algo) {
+Tensor conv2d(const Tensor & x, const Tensor & w, const Tensor & bias, const Conv2dParams & p, ConvAlgo algo,
+              const Tensor & residual) {
     const Shape out = conv2d_output_shape(x, w, bias, p);
+    if (residual.defined()) check_conv2d_residual(residual, out);
     Tensor y = Tensor::empty(out);
     if (y.numel() == 0) return y;
 
@@ -304,7 +319,7 @@ Tensor conv2d(const Tensor & x, const Tensor & w, const Tensor & bias, const Con
     d.ow = out[3];
     d.k = d.cg * w.dim(2) * w.dim(3);
     if (algo == ConvAlgo::Auto) algo = choose_algo(d, p, w.dim(2) * w.dim(3), w.is_constant());
-    if (algo == ConvAlgo::ChannelsLast) return conv_channels_last(x, w, bias, p, d, y);
+    if (algo == ConvAlgo::ChannelsLast) return conv_channels_last(x, w, bias, p, d, residual, y);
 
     const int64_t kh = w.dim(2), kw = w.dim(3);
     const int64_t out_plane = d.oh * d.ow;
@@ -324,8 +339,9 @@ Tensor conv2d(const Tensor & x, const Tensor & w, const Tensor & bias, const Con
         pr.add_gs = d.ocg;
     }
 
-    // C laid out as y itself: [image][group][oc][pixel].
+    // C laid out as y itself: [image][group][oc][pixel]; so is the residual.
     auto run_into_y = [&]() {
+        pr.ep.residual = residual.defined() ? residual.f32() : nullptr;
         pr.c = y.f32();
         pr.c_gs = d.ocg * out_plane;
         pr.c_bs = d.groups * pr.c_gs;
@@ -369,6 +385,7 @@ Tensor conv2d(const Tensor & x, const Tensor & w, const Tensor & bias, const Con
         // group, up to the last real output pixel), then y is copied out.
         const int64_t n_cols = (d.oh - 1) * in.pw + d.ow;
         pr.n = n_cols;
+        if (residual.defined()) pr.ep.act = Activation::None;  // applied after the residual, below
         Tensor wide = Tensor::empty({d.n * d.groups * d.ocg, n_cols});
         pr.c = wide.f32();
         pr.c_gs = d.ocg * n_cols;
@@ -381,6 +398,9 @@ Tensor conv2d(const Tensor & x, const Tensor & w, const Tensor & bias, const Con
             for (int64_t r = begin; r < end; r++) {
                 for (int64_t oy = 0; oy < d.oh; oy++) {
                     std::copy_n(src + r * n_cols + oy * in.pw, d.ow, dst + r * out_plane + oy * d.ow);
+                }
+                if (residual.defined()) {
+                    add_residual(dst + r * out_plane, residual.f32() + r * out_plane, out_plane, p.activation);
                 }
             }
         });
@@ -415,6 +435,7 @@ Tensor conv2d(const Tensor & x, const Tensor & w, const Tensor & bias, const Con
     };
     if (!merged) return run_into_y();
     // C is [group][oc][image][pixel]; y wants [image][group][oc][pixel].
+    if (residual.defined()) pr.ep.act = Activation::None;  // applied after the residual, below
     Tensor merged_out = Tensor::empty({d.groups * d.ocg, d.n * out_plane});
     pr.c = merged_out.f32();
     pr.c_gs = d.ocg * pr.n;
@@ -427,6 +448,9 @@ Tensor conv2d(const Tensor & x, const Tensor & w, const Tensor & bias, const Con
         for (int64_t t = begin; t < end; t++) {
             const int64_t img = t / rows, row = t % rows;
             std::copy_n(src + (row * d.n + img) * out_plane, out_plane, dst + t * out_plane);
+            if (residual.defined()) {
+                add_residual(dst + t * out_plane, residual.f32() + t * out_plane, out_plane, p.activation);
+            }
         }
     });
     return y;

@@ -17,14 +17,17 @@
 namespace fovea::cpu::packed {
 
 // Applied when the last K block of a tile is stored:
-// C(i,j) = act(alpha * sum_k A(i,k) B(k,j) + beta * add[i * add_rs + j * add_cs]).
-// add may be null; add_cs is 0 (broadcast along a row) or 1.
+// C(i,j) = act(alpha * sum_k A(i,k) B(k,j) + beta * add[i * add_rs + j * add_cs]
+//              + residual(i,j)).
+// add may be null; add_cs is 0 (broadcast along a row) or 1. residual may
+// be null; it is laid out as C (same offsets, row stride ldc).
 struct Epilogue {
     float alpha = 1.0f;
     float beta = 0.0f;
     const float * add = nullptr;
     int64_t add_rs = 0;
     int64_t add_cs = 0;
+    const float * residual = nullptr;
     Activation act = Activation::None;
 };
 
@@ -131,7 +134,8 @@ struct Problem {
     int64_t b_bs = 0, b_gs = 0;
     const int64_t * b_offsets = nullptr;
     int64_t b_row_len = 0, b_row_pitch = 0;
-    // C of problem (b, g) starts at c + b * c_bs + g * c_gs, row stride ldc.
+    // C of problem (b, g) starts at c + b * c_bs + g * c_gs, row stride ldc
+    // (and so does ep.residual).
     float * c = nullptr;
     int64_t c_bs = 0, c_gs = 0, ldc = 0;
     Epilogue ep;

@@ -18,7 +18,7 @@ namespace {
 
 using TileFn = void (*)(int64_t kc, const float * a, int64_t lda, const int64_t * a_offsets, const float * b,
                         const int64_t * b_offsets, float * c, int64_t ldc, int n, bool first, bool last,
-                        const Epilogue & ep, const float * add);
+                        const Epilogue & ep, const float * add, const float * residual);
 
 // How the tile reads A(i, k): a[i * lda + k], a[k * lda + i], or through
 // per-k offsets a[a_offsets[k] + i * lda] (pixels of an image, for
@@ -32,7 +32,7 @@ enum AMode { kRowMajor, kKMajor, kOffsets };
 template <class Isa, int NV, int A_MODE, bool IN_PLACE, int M, int NVA>
 void tile(int64_t kc, const float * __restrict a, int64_t lda, const int64_t * __restrict a_offsets,
           const float * __restrict b, const int64_t * __restrict b_offsets, float * __restrict c, int64_t ldc, int n,
-          bool first, bool last, const Epilogue & ep, const float * add) {
+          bool first, bool last, const Epilogue & ep, const float * add, const float * residual) {
     using V = typename Isa::V;
     constexpr int W = Isa::W;
     constexpr int NR = NV * W;
@@ -82,6 +82,7 @@ void tile(int64_t kc, const float * __restrict a, int64_t lda, const int64_t * _
                     V t = ep.add_cs == 0 ? Isa::set1(arow[0]) : Isa::loadn(arow + j * W, cols);
                     v = Isa::fma(t, beta, v);
                 }
+                if (residual) v = Isa::add(v, Isa::loadn(residual + i * ldc + j * W, cols));
                 if (ep.act == Activation::Relu) v = Isa::max(v, zero);
             }
             Isa::storen(crow + j * W, v, cols);
@@ -147,9 +148,10 @@ void block(const Block & blk) {
                 bp = blk.b + (jr / NR) * blk.kc * NR;
             }
             const float * add = blk.ep.add ? blk.ep.add + ir * blk.ep.add_rs + jr * blk.ep.add_cs : nullptr;
+            const float * residual = blk.ep.residual ? blk.ep.residual + ir * blk.ldc + jr : nullptr;
             table[(m - 1) * NV + (n + W - 1) / W - 1](blk.kc, ap, blk.lda, blk.a_offsets, bp, blk.b_offsets,
                                                       blk.c + ir * blk.ldc + jr, blk.ldc, n, blk.first, blk.last,
-                                                      blk.ep, add);
+                                                      blk.ep, add, residual);
             jr += n;
         }
         ir += m;

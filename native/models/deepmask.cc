@@ -302,7 +302,7 @@ void DeepMask::read(const ModelWeights & w) {
 // ---------------------------------------------------------------------------
 // layers
 
-Tensor DeepMask::conv(const Conv & c, const Tensor & x) const {
+Tensor DeepMask::conv(const Conv & c, const Tensor & x, const Tensor & residual) const {
     Tensor in = x;
     if (c.sym_pad) {
         Pad2dParams pp;
@@ -315,7 +315,10 @@ Tensor DeepMask::conv(const Conv & c, const Tensor & x) const {
     p.pad_top = p.pad_left = p.pad_bottom = p.pad_right = c.zero_pad;
     p.dilation_h = p.dilation_w = c.dilation;
     p.activation = c.act;
-    return backend_->conv2d(in, c.weight, c.bias, p);
+    if (!residual.defined()) return backend_->conv2d(in, c.weight, c.bias, p);
+    FOVEA_CHECK(c.act == Activation::None, ErrorCode::Internal, "a residual conv with its own activation");
+    p.activation = Activation::Relu;
+    return backend_->conv2d_residual(in, c.weight, c.bias, p, residual);
 }
 
 Tensor DeepMask::linear(const Linear & l, const Tensor & x, Activation act) const {
@@ -329,10 +332,14 @@ Tensor DeepMask::linear_map(const Linear & l, const Tensor & x, Activation act) 
 }
 
 Tensor DeepMask::block(const Block & b, const Tensor & x) const {
-    Tensor m = conv(b.conv2, conv(b.conv1, x));
-    if (b.conv3.weight.defined()) m = conv(b.conv3, m);
     const Tensor s = b.downsample.weight.defined() ? conv(b.downsample, x) : x;
-    if (!b.affine_scale.defined()) return backend_->add(m, s, Activation::Relu);
+    const bool bottleneck = b.conv3.weight.defined();
+    const Conv & last = bottleneck ? b.conv3 : b.conv2;
+    Tensor m = conv(b.conv1, x);
+    if (bottleneck) m = conv(b.conv2, m);
+    // The skip connection is added as the last conv stores its output.
+    if (!b.affine_scale.defined()) return conv(last, m, s);
+    m = conv(last, m);
     // post_add: ReLU(scale * (main + x) + bias).
     Tensor y = backend_->batch_norm(backend_->add(m, s, Activation::None), b.affine_scale, b.affine_bias, b.zeros,
                                     b.ones, 0.0f);

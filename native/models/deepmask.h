@@ -145,7 +145,10 @@ class DeepMask {
                    Activation act) const;
     Linear read_linear(const ModelWeights & w, const std::string & name) const;
 
-    Tensor conv(const Conv & c, const Tensor & x) const;
+    // With a residual, ReLU(conv(x) + residual) in one pass (c's own
+    // activation must be none): a residual block's last conv and its skip
+    // connection.
+    Tensor conv(const Conv & c, const Tensor & x, const Tensor & residual = Tensor()) const;
     Tensor linear(const Linear & l, const Tensor & x, Activation act) const;
     Tensor linear_map(const Linear & l, const Tensor & x, Activation act) const;
     Tensor block(const Block & b, const Tensor & x) const;

@@ -331,12 +331,15 @@ MultiPathNet::MultiPathNet(const ModelWeights & weights, Backend & backend)
 
 Tensor MultiPathNet::run_block(const Block & b, const Tensor & x) const {
     Backend & be = *backend_;
-    Tensor y = be.conv2d(x, b.conv1.weight, b.conv1.bias, b.conv1.params);
-    y = be.conv2d(y, b.conv2.weight, b.conv2.bias, b.conv2.params);
-    Tensor shortcut = b.downsample.weight.defined()
-                          ? be.conv2d(x, b.downsample.weight, b.downsample.bias, b.downsample.params)
-                          : x;
-    return be.add(y, shortcut, Activation::Relu);
+    const Tensor y = be.conv2d(x, b.conv1.weight, b.conv1.bias, b.conv1.params);
+    const Tensor shortcut = b.downsample.weight.defined()
+                                ? be.conv2d(x, b.downsample.weight, b.downsample.bias, b.downsample.params)
+                                : x;
+    // ReLU(conv2(y) + shortcut), the shortcut added as conv2 stores its output.
+    Conv2dParams last = b.conv2.params;
+    FOVEA_CHECK(last.activation == Activation::None, ErrorCode::Internal, "a residual conv with its own activation");
+    last.activation = Activation::Relu;
+    return be.conv2d_residual(y, b.conv2.weight, b.conv2.bias, last, shortcut);
 }
 
 std::vector<Tensor> MultiPathNet::trunk(const Tensor & image) const {

@@ -165,6 +165,15 @@ void check_conv_cases(const std::vector<ConvCase> & cases) {
         const Tensor w = random_tensor({cc.oc, cc.c / cc.p.groups, cc.kh, cc.kw}, seed++);
         const Tensor b = cc.bias ? random_tensor({cc.oc}, seed++) : Tensor();
         const Tensor expected = ref_conv2d(x, w, b, cc.p);
+        // With a residual: act(conv + bias + residual), the activation last.
+        Conv2dParams no_act = cc.p;
+        no_act.activation = Activation::None;
+        const Tensor residual = random_tensor(expected.shape(), seed++);
+        Tensor expected_res = ref_conv2d(x, w, b, no_act);
+        for (int64_t i = 0; i < expected_res.numel(); i++) {
+            expected_res.f32()[i] =
+                float(activate(double(expected_res.f32()[i]) + double(residual.f32()[i]), cc.p.activation));
+        }
         for_each_isa([&](CpuIsa isa) {
             for (cpu::ConvAlgo algo : {cpu::ConvAlgo::Shifted, cpu::ConvAlgo::Im2col, cpu::ConvAlgo::Im2colMerged,
                                        cpu::ConvAlgo::ChannelsLast}) {
@@ -174,6 +183,8 @@ void check_conv_cases(const std::vector<ConvCase> & cases) {
                                                                                 : "channels last";
                 expect_close(cpu::conv2d(x, w, b, cc.p, algo), expected,
                              std::string(cc.name) + " on " + cpu_isa_name(isa) + ", " + algo_name);
+                expect_close(cpu::conv2d(x, w, b, cc.p, algo, residual), expected_res,
+                             std::string(cc.name) + " on " + cpu_isa_name(isa) + ", " + algo_name + " + residual");
             }
             // Constant weights, as a model's: channels last may be chosen,
             // and its packed weights are reused by the second call.
@@ -323,6 +334,11 @@ FOVEA_TEST(conv2d_bad_inputs_throw) {
     EXPECT_THROWS_CODE(cpu::conv2d(x, w, random_tensor({5}, 6), ok), ErrorCode::Input);
     EXPECT_THROWS_CODE(cpu::conv2d(x, w, random_tensor({6, 1}, 7), ok), ErrorCode::Input);
     EXPECT_THROWS_CODE(cpu::conv2d(x, random_tensor({6, 4, 11, 11}, 8), Tensor(), ok), ErrorCode::Input);
+    // A residual not shaped as the output [1, 6, 8, 8].
+    EXPECT_THROWS_CODE(cpu::conv2d(x, w, Tensor(), ok, cpu::ConvAlgo::Auto, random_tensor({1, 6, 8, 7}, 10)),
+                       ErrorCode::Input);
+    EXPECT_THROWS_CODE(cpu::conv2d(x, w, Tensor(), ok, cpu::ConvAlgo::Auto, Tensor::zeros({1, 6, 8, 8}, DType::I32)),
+                       ErrorCode::Input);
     EXPECT_THROWS_CODE(cpu::conv2d(x, w, Tensor(), conv_params(0, 1)), ErrorCode::Options);
     EXPECT_THROWS_CODE(cpu::conv2d(x, w, Tensor(), conv_params(1, -1)), ErrorCode::Options);
     EXPECT_THROWS_CODE(cpu::conv2d(x, w, Tensor(), conv_params(1, 1, 0)), ErrorCode::Options);
