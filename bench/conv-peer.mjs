@@ -139,8 +139,12 @@ for (const l of layers) {
   // Weights fixed beforehand on both sides: onnxruntime holds them as
   // initializers (and packs them when the session is made), fovea as a
   // prepared op (packed on the first call and kept, as a model's weights).
+  // Both run on the JS thread: onnxruntime-node's session.run computes
+  // synchronously (inside a setImmediate), so fovea's runSync, not its
+  // worker-thread run(), times the same thing.
   const prepared = native().prepareOp('conv2d', inputs.slice(1), attrs);
-  cases.push({ l, session, feeds, runFovea: () => prepared.run(inputs.slice(0, 1)), fovea: undefined, ort: undefined });
+  const runFovea = async () => prepared.runSync(inputs.slice(0, 1));
+  cases.push({ l, session, feeds, runFovea, fovea: undefined, ort: undefined });
 }
 const better = (a, b) => (!b || a.median < b.median ? a : b);
 for (let round = 0; round < opts.rounds; round++) {

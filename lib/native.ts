@@ -56,6 +56,8 @@ export interface MemoryStats {
 export interface PreparedOp {
   /** Runs the op on `inputs` followed by the prepared constants. */
   run(inputs: Array<NativeTensor | null>): Promise<unknown>;
+  /** The same on the calling thread, blocking it (as onnxruntime-node's session.run does); for benchmarks. */
+  runSync(inputs: Array<NativeTensor | null>): unknown;
 }
 
 export interface NativeBinding {

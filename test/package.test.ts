@@ -89,7 +89,7 @@ describe('prepareOp keeps constants as a model keeps its weights', () => {
     return a;
   };
 
-  it('a prepared conv (channels last with its packed weights kept) matches runOp, call after call', async () => {
+  it('a prepared conv (channels last with its packed weights kept) matches runOp, call after call, async and sync', async () => {
     // 14x14 maps of 64 channels: the shape where fovea packs constant weights.
     const x = { data: random(32 * 14 * 14, 1), shape: [1, 32, 14, 14] };
     const w = { data: random(64 * 32 * 9, 2), shape: [64, 32, 3, 3] };
@@ -98,8 +98,8 @@ describe('prepareOp keeps constants as a model keeps its weights', () => {
     const expected = (await native().runOp('conv2d', [x, w, b], attrs)) as { data: Float32Array; shape: number[] };
     const prepared = native().prepareOp('conv2d', [w, b], attrs);
     w.data.fill(0); // copied when prepared: later changes to the caller's array do not leak in
-    for (let call = 0; call < 2; call++) {
-      const got = (await prepared.run([x])) as { data: Float32Array; shape: number[] };
+    for (let call = 0; call < 3; call++) {
+      const got = (call === 2 ? prepared.runSync([x]) : await prepared.run([x])) as { data: Float32Array; shape: number[] };
       expect(got.shape).toEqual(expected.shape);
       let maxDiff = 0;
       for (let i = 0; i < got.data.length; i++) maxDiff = Math.max(maxDiff, Math.abs(got.data[i] - expected.data[i]));
@@ -113,6 +113,9 @@ describe('prepareOp keeps constants as a model keeps its weights', () => {
     await expect(prepared.run([{ data: new Float32Array(3), shape: [2, 2] }])).rejects.toMatchObject({
       code: 'ERR_INPUT',
     });
+    expect(() => prepared.runSync([{ data: new Float32Array(3), shape: [2, 2] }])).toThrow(
+      expect.objectContaining({ code: 'ERR_INPUT' }),
+    );
   });
 });
 

@@ -269,6 +269,48 @@ OpFn make_op(const std::string & name, const Attrs & a) {
     throw Error(ErrorCode::Options, "unknown op '" + name + "'");
 }
 
+OpOutput run_on_cpu(const OpFn & fn, const std::vector<Tensor> & inputs, Device device) {
+    if (device.type != DeviceType::CPU) {
+        throw Error(ErrorCode::Device, "runOp: only the cpu backend is available to runOp in this build");
+    }
+    return fn(cpu_backend(), inputs);
+}
+
+// The result's memory becomes the ArrayBuffer's: no copy; the tensor is
+// released when JS collects the buffer. V8 is told its size, or it would
+// collect too rarely: results would pile up and every call would get fresh
+// memory from the OS (page faults on a megabyte cost more than a small layer).
+Napi::Value to_js(Napi::Env env, const OpOutput & output) {
+    if (output.is_indices) {
+        Napi::Array arr = Napi::Array::New(env, output.indices.size());
+        for (size_t i = 0; i < output.indices.size(); i++) arr.Set(i, static_cast<double>(output.indices[i]));
+        return arr;
+    }
+    const Tensor & t = output.tensor;
+    Napi::Float32Array data;
+    if (t.numel() == 0) {
+        data = Napi::Float32Array::New(env, 0);
+    } else {
+        auto * owner = new Tensor(t);
+        const int64_t bytes = static_cast<int64_t>(owner->nbytes());
+        Napi::ArrayBuffer buffer = Napi::ArrayBuffer::New(
+            env, owner->raw(), owner->nbytes(),
+            [](Napi::Env finalize_env, void *, Tensor * held) {
+                Napi::MemoryManagement::AdjustExternalMemory(finalize_env, -static_cast<int64_t>(held->nbytes()));
+                delete held;
+            },
+            owner);
+        Napi::MemoryManagement::AdjustExternalMemory(env, bytes);
+        data = Napi::Float32Array::New(env, static_cast<size_t>(t.numel()), buffer, 0);
+    }
+    Napi::Array shape = Napi::Array::New(env, t.shape().size());
+    for (size_t i = 0; i < t.shape().size(); i++) shape.Set(i, static_cast<double>(t.shape()[i]));
+    Napi::Object out = Napi::Object::New(env);
+    out.Set("data", data);
+    out.Set("shape", shape);
+    return out;
+}
+
 class OpWorker : public Napi::AsyncWorker {
   public:
     OpWorker(Napi::Env env, OpFn fn, std::vector<Tensor> inputs, std::vector<Napi::Reference<Napi::Value>> arrays,
@@ -280,10 +322,7 @@ class OpWorker : public Napi::AsyncWorker {
 
     void Execute() override {
         try {
-            if (device_.type != DeviceType::CPU) {
-                throw Error(ErrorCode::Device, "runOp: only the cpu backend is available to runOp in this build");
-            }
-            output_ = fn_(cpu_backend(), inputs_);
+            output_ = run_on_cpu(fn_, inputs_, device_);
         } catch (const Error & e) {
             code_ = e.code();
             SetError(e.what());
@@ -296,43 +335,7 @@ class OpWorker : public Napi::AsyncWorker {
         }
     }
 
-    void OnOK() override {
-        Napi::Env env = Env();
-        if (output_.is_indices) {
-            Napi::Array arr = Napi::Array::New(env, output_.indices.size());
-            for (size_t i = 0; i < output_.indices.size(); i++) arr.Set(i, static_cast<double>(output_.indices[i]));
-            deferred_.Resolve(arr);
-            return;
-        }
-        const Tensor & t = output_.tensor;
-        Napi::Float32Array data;
-        if (t.numel() == 0) {
-            data = Napi::Float32Array::New(env, 0);
-        } else {
-            // The result's memory becomes the ArrayBuffer's: no copy; the
-            // tensor is released when JS collects the buffer. V8 is told its
-            // size, or it would collect too rarely: results would pile up
-            // and every call would get fresh memory from the OS (page faults
-            // on a megabyte cost more than a small layer).
-            auto * owner = new Tensor(t);
-            const int64_t bytes = static_cast<int64_t>(owner->nbytes());
-            Napi::ArrayBuffer buffer = Napi::ArrayBuffer::New(
-                env, owner->raw(), owner->nbytes(),
-                [](Napi::Env finalize_env, void *, Tensor * held) {
-                    Napi::MemoryManagement::AdjustExternalMemory(finalize_env, -static_cast<int64_t>(held->nbytes()));
-                    delete held;
-                },
-                owner);
-            Napi::MemoryManagement::AdjustExternalMemory(env, bytes);
-            data = Napi::Float32Array::New(env, static_cast<size_t>(t.numel()), buffer, 0);
-        }
-        Napi::Array shape = Napi::Array::New(env, t.shape().size());
-        for (size_t i = 0; i < t.shape().size(); i++) shape.Set(i, static_cast<double>(t.shape()[i]));
-        Napi::Object out = Napi::Object::New(env);
-        out.Set("data", data);
-        out.Set("shape", shape);
-        deferred_.Resolve(out);
-    }
+    void OnOK() override { deferred_.Resolve(to_js(Env(), output_)); }
 
     void OnError(const Napi::Error & e) override {
         deferred_.Reject(make_error(Env(), code_, e.Message()).Value());
@@ -427,6 +430,26 @@ Napi::Value prepare_op(const Napi::CallbackInfo & args) {
                                     }
                                 },
                                 "run"));
+        // The same on the calling thread, blocking it: what onnxruntime-node's
+        // session.run does, so a benchmark can time both without fovea's
+        // hand-off to a worker thread. Not for servers.
+        prepared.Set("runSync", Napi::Function::New(
+                                    env,
+                                    [constants, device, fn](const Napi::CallbackInfo & info) -> Napi::Value {
+                                        Napi::Env env = info.Env();
+                                        try {
+                                            if (info.Length() < 1 || !info[0].IsArray())
+                                                throw Error(ErrorCode::Options, "runSync(inputs: array)");
+                                            std::vector<Napi::Reference<Napi::Value>> arrays;
+                                            std::vector<Tensor> inputs = read_tensors(info[0], "run inputs", arrays);
+                                            inputs.insert(inputs.end(), constants->begin(), constants->end());
+                                            return to_js(env, run_on_cpu(fn, inputs, device));
+                                        } catch (const std::exception & e) {
+                                            make_error(env, e).ThrowAsJavaScriptException();
+                                            return env.Undefined();
+                                        }
+                                    },
+                                    "runSync"));
         return prepared;
     } catch (const std::exception & e) {
         make_error(env, e).ThrowAsJavaScriptException();
