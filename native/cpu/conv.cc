@@ -220,15 +220,23 @@ Tensor channels_last_input(const Tensor & x, const ConvDims & d, const Conv2dPar
 }
 
 // The weights as the B operand of the channels-last product, B(k, oc) =
-// w[g][oc][k] for each group, in prepack_b's layout. Packed on every call
-// unless the weights are constant, whose packed copy is kept with them.
-std::shared_ptr<const Tensor> channels_last_weights(const Tensor & w, const ConvDims & d,
+// w[g][oc][c][tap] with k = tap * Cg + c (see conv_channels_last), for each
+// group in prepack_b's layout. Packed on every call unless the weights are
+// constant, whose packed copy is kept with them.
+std::shared_ptr<const Tensor> channels_last_weights(const Tensor & w, const ConvDims & d, int64_t taps,
                                                     const packed::Kernel & kn) {
     auto pack = [&]() {
         const int64_t per_group = packed::prepacked_b_floats(kn, d.k, d.ocg);
         auto t = std::make_shared<Tensor>(Tensor::empty({d.groups, per_group}));
+        // [oc][c][tap] -> [oc][tap][c], then B^T rows of K.
+        Tensor tap_major = Tensor::empty({d.ocg, d.k});
         for (int64_t g = 0; g < d.groups; g++) {
-            packed::prepack_b(kn, w.f32() + g * d.ocg * d.k, 1, d.k, d.k, d.ocg, t->f32() + g * per_group);
+            const float * wg = w.f32() + g * d.ocg * d.k;
+            float * tm = tap_major.f32();
+            for (int64_t o = 0; o < d.ocg; o++) {
+                transpose(wg + o * d.k, taps, d.cg, taps, tm + o * d.k, d.cg);
+            }
+            packed::prepack_b(kn, tm, 1, d.k, d.k, d.ocg, t->f32() + g * per_group);
         }
         return t;
     };
@@ -246,11 +254,12 @@ Tensor conv_channels_last(const Tensor & x, const Tensor & w, const Tensor & bia
     const int64_t pitch = channels_last_pitch(channels);
     const int64_t wp = d.w + p.pad_left + p.pad_right, hp = d.h + p.pad_top + p.pad_bottom;
     const Tensor xin = channels_last_input(x, d, p);
-    const std::shared_ptr<const Tensor> wpk = channels_last_weights(w, d, kn);
-    // k = (c, ky, kx), the order of the weights' rows.
+    const std::shared_ptr<const Tensor> wpk = channels_last_weights(w, d, taps, kn);
+    // k = (tap, c): consecutive k read consecutive floats of a pixel, which
+    // the prefetchers follow (k = (c, tap) jumped between image rows).
     std::vector<int64_t> offsets(size_t(d.k));
     for (int64_t k = 0; k < d.k; k++) {
-        const int64_t c = k / taps, ky = k % taps / kw, kx = k % kw;
+        const int64_t tap = k / d.cg, c = k % d.cg, ky = tap / kw, kx = tap % kw;
         offsets[size_t(k)] = (ky * p.dilation_h * wp + kx * p.dilation_w) * pitch + c;
     }
     packed::Problem pr;
