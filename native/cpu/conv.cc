@@ -179,9 +179,13 @@ ConvAlgo choose_algo(const ConvDims & d, const Conv2dParams & p, int64_t taps, b
 // y[i] = act(y[i] + residual[i]): the residual of the paths that copy their
 // output into place, done as each part is copied while it is in cache.
 void add_residual(float * y, const float * residual, int64_t n, Activation act) {
-    for (int64_t i = 0; i < n; i++) {
-        const float v = y[i] + residual[i];
-        y[i] = act == Activation::Relu ? (v > 0.0f ? v : 0.0f) : act == Activation::Sigmoid ? 1.0f / (1.0f + std::exp(-v)) : v;
+    // One loop per activation, so the common ones vectorise.
+    if (act == Activation::Relu) {
+        for (int64_t i = 0; i < n; i++) y[i] = std::max(y[i] + residual[i], 0.0f);
+    } else if (act == Activation::Sigmoid) {
+        for (int64_t i = 0; i < n; i++) y[i] = 1.0f / (1.0f + std::exp(-(y[i] + residual[i])));
+    } else {
+        for (int64_t i = 0; i < n; i++) y[i] += residual[i];
     }
 }
 
