@@ -47,7 +47,9 @@ L += [
     f"onnxruntime-node {p['machine']['ort']['node']} (intraOpNumThreads 2, graph optimisation 'all', a one-node Conv model with "
     "the weights as initializers, which onnxruntime packs when the session is made) against fovea's conv2d through the "
     "addon as a prepared op (`prepareOp`: the weights copied once and marked constant, so fovea keeps its packed copy "
-    "of them as it does for a model's weights; AsyncWorker; FOVEA_NUM_THREADS=2). Calls alternate, fovea then "
+    "of them as it does for a model's weights; FOVEA_NUM_THREADS=2), both run on the JS thread (onnxruntime-node's "
+    "session.run computes synchronously inside a setImmediate; fovea's prepared op through `runSync`, not its "
+    "worker-thread `run`, whose hand-off cost fovea 0.05-0.3 ms per call here). Calls alternate, fovea then "
     "onnxruntime, repeat by repeat, with onnxruntime's spinning off (its default spin after each run took fovea's cores "
     "when interleaved; fovea's pool spins at most 50 us), so load from other tenants of this shared VM falls on both "
     f"alike; each layer keeps the lowest median over {p.get('rounds', 1)} rounds of 9 runs after one warm-up (spreads in "
@@ -61,10 +63,6 @@ L += [
 for r in rows:
     L.append(f"| {r['net']} | {r['name']} | {r['foveaMs']:.2f} | {r['ortMs']:.2f} | {r['ratio']:.2f} |")
 L += [
-    "",
-    "Each call through Node costs fovea more than the same layer in `fovea_bench`: the AsyncWorker hand-off, and an "
-    "output that becomes a JS ArrayBuffer, so each call writes fresh memory until V8 collects older results (compare "
-    "the ms columns of the two tables for the same layer).",
     "",
     "Issue 3's goal (no slower than onnxruntime on every layer) is **not met** while the ratio above exceeds 1 on any "
     "layer beyond the noise of this machine.",
