@@ -26,10 +26,18 @@ void require_cuda(int index) {
 }  // namespace
 
 Tensor Backend::conv2d_residual(const Tensor & x, const Tensor & w, const Tensor & bias, const Conv2dParams & p,
-                                const Tensor & residual) {
+                                const Tensor & residual, const Tensor & residual_scale) {
     Conv2dParams linear = p;
     linear.activation = Activation::None;
-    return add(conv2d(x, w, bias, linear), residual, p.activation);
+    Tensor skip = residual;
+    if (residual_scale.defined()) {
+        // scale * residual as a batch norm with mean 0, variance 1, epsilon 0.
+        const Shape channels = residual_scale.shape();
+        const Tensor zeros = to_device(Tensor::zeros(channels), device());
+        skip = batch_norm(residual, residual_scale, zeros, zeros, to_device(Tensor::full(channels, 1.0f), device()),
+                          0.0f);
+    }
+    return add(conv2d(x, w, bias, linear), skip, p.activation);
 }
 
 const CudaStatus & cuda_status() {

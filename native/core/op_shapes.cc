@@ -47,10 +47,14 @@ void check_f32(const Tensor & x, const char * op, const char * what, int ndim) {
                       op << ": " << what << " must be " << ndim << "-D, got shape " << shape_str(x.shape()));
 }
 
-void check_conv2d_residual(const Tensor & residual, const Shape & out) {
+void check_conv2d_residual(const Tensor & residual, const Tensor & residual_scale, const Shape & out) {
     check_f32(residual, "conv2d", "residual", int(out.size()));
     FOVEA_CHECK_INPUT(residual.shape() == out, "conv2d: residual has shape " << shape_str(residual.shape())
                                                    << ", the output " << shape_str(out));
+    if (!residual_scale.defined()) return;
+    check_f32(residual_scale, "conv2d", "residual scale", 1);
+    FOVEA_CHECK_INPUT(residual_scale.dim(0) == out[1], "conv2d: residual scale has " << residual_scale.dim(0)
+                                                           << " values for " << out[1] << " output channels");
 }
 
 Shape conv2d_output_shape(const Tensor & x, const Tensor & w, const Tensor & bias, const Conv2dParams & p) {

@@ -10,8 +10,9 @@
 namespace fovea {
 
 Shape conv2d_output_shape(const Tensor & x, const Tensor & w, const Tensor & bias, const Conv2dParams & p);
-// conv2d_residual's residual: float32, shaped as the conv's output.
-void check_conv2d_residual(const Tensor & residual, const Shape & out);
+// conv2d_residual's residual (float32, shaped as the conv's output) and
+// residual_scale (undefined, or float32 [OC]).
+void check_conv2d_residual(const Tensor & residual, const Tensor & residual_scale, const Shape & out);
 // Returns {M, N, K} after checking A, B and the broadcast of C.
 struct GemmDims {
     int64_t m, n, k;

@@ -114,12 +114,13 @@ class Backend {
 
     // x: [N,C,H,W], w: [OC, C/groups, KH, KW], bias: [OC] or undefined.
     virtual Tensor conv2d(const Tensor & x, const Tensor & w, const Tensor & bias, const Conv2dParams & p) = 0;
-    // act(conv2d(x, w, bias) + residual), residual shaped as the output: a
-    // residual block's last conv and its skip connection. This default runs
-    // conv2d and add; backends that can add in the conv's epilogue override
-    // it and save a pass over the output.
+    // act(conv2d(x, w, bias) + residual_scale * residual), residual shaped as
+    // the output, residual_scale [OC] or undefined (1): a residual block's
+    // last conv and its skip connection (the scale: a post-add affine folded
+    // into the conv). This default runs conv2d, batch_norm and add; backends
+    // that can add in the conv's epilogue override it and save the passes.
     virtual Tensor conv2d_residual(const Tensor & x, const Tensor & w, const Tensor & bias, const Conv2dParams & p,
-                                   const Tensor & residual);
+                                   const Tensor & residual, const Tensor & residual_scale);
     virtual Tensor gemm(const Tensor & a, const Tensor & b, const Tensor & c, const GemmParams & p) = 0;
     // x: [N,K], w: [M,K] (PyTorch / Torch7 layout), bias [M] or undefined -> [N,M].
     virtual Tensor linear(const Tensor & x, const Tensor & w, const Tensor & bias, Activation act) = 0;

@@ -14,8 +14,8 @@ class CpuBackend final : public Backend {
         return cpu::conv2d(x, w, bias, p);
     }
     Tensor conv2d_residual(const Tensor & x, const Tensor & w, const Tensor & bias, const Conv2dParams & p,
-                           const Tensor & residual) override {
-        return cpu::conv2d(x, w, bias, p, cpu::ConvAlgo::Auto, residual);
+                           const Tensor & residual, const Tensor & residual_scale) override {
+        return cpu::conv2d(x, w, bias, p, cpu::ConvAlgo::Auto, residual, residual_scale);
     }
     Tensor gemm(const Tensor & a, const Tensor & b, const Tensor & c, const GemmParams & p) override {
         return cpu::gemm(a, b, c, p);

@@ -176,17 +176,22 @@ ConvAlgo choose_algo(const ConvDims & d, const Conv2dParams & p, int64_t taps, b
     return ConvAlgo::Shifted;
 }
 
-// y[i] = act(y[i] + residual[i]): the residual of the paths that copy their
+// y[i] = act(y[i] + scale * residual[i]): the residual of the paths that copy their
 // output into place, done as each part is copied while it is in cache.
-void add_residual(float * y, const float * residual, int64_t n, Activation act) {
+void add_residual(float * y, const float * residual, float scale, int64_t n, Activation act) {
     // One loop per activation, so the common ones vectorise.
     if (act == Activation::Relu) {
-        for (int64_t i = 0; i < n; i++) y[i] = std::max(y[i] + residual[i], 0.0f);
+        for (int64_t i = 0; i < n; i++) y[i] = std::max(y[i] + scale * residual[i], 0.0f);
     } else if (act == Activation::Sigmoid) {
-        for (int64_t i = 0; i < n; i++) y[i] = 1.0f / (1.0f + std::exp(-(y[i] + residual[i])));
+        for (int64_t i = 0; i < n; i++) y[i] = 1.0f / (1.0f + std::exp(-(y[i] + scale * residual[i])));
     } else {
-        for (int64_t i = 0; i < n; i++) y[i] += residual[i];
+        for (int64_t i = 0; i < n; i++) y[i] += scale * residual[i];
     }
+}
+
+// Per output channel o of the residual: residual_scale[o], or 1.
+float residual_scale_of(const Tensor & residual_scale, int64_t o) {
+    return residual_scale.defined() ? residual_scale.f32()[o] : 1.0f;
 }
 
 // Floats from one pixel to the next in the channels-last image: the channel
@@ -251,7 +256,7 @@ std::shared_ptr<const Tensor> channels_last_weights(const Tensor & w, const Conv
 }
 
 Tensor conv_channels_last(const Tensor & x, const Tensor & w, const Tensor & bias, const Conv2dParams & p,
-                          const ConvDims & d, const Tensor & residual, Tensor y) {
+                          const ConvDims & d, const Tensor & residual, const Tensor & residual_scale, Tensor y) {
     const packed::Kernel & kn = packed::kernel_for(cpu_isa());
     const int64_t kh = w.dim(2), kw = w.dim(3), taps = kh * kw;
     const int64_t channels = d.groups * d.cg, oc = d.groups * d.ocg, pixels = d.oh * d.ow;
@@ -306,7 +311,10 @@ Tensor conv_channels_last(const Tensor & x, const Tensor & w, const Tensor & bia
             transpose(src + (img * pixels + p0) * oc, oc, len, oc, out, pixels);
             if (!residual.defined()) continue;
             const float * res = residual.f32() + img * oc * pixels + p0;
-            for (int64_t o = 0; o < oc; o++) add_residual(out + o * pixels, res + o * pixels, len, p.activation);
+            for (int64_t o = 0; o < oc; o++) {
+                add_residual(out + o * pixels, res + o * pixels, residual_scale_of(residual_scale, o), len,
+                             p.activation);
+            }
         }
     });
     return y;
@@ -315,9 +323,9 @@ Tensor conv_channels_last(const Tensor & x, const Tensor & w, const Tensor & bia
 }  // namespace
 
 Tensor conv2d(const Tensor & x, const Tensor & w, const Tensor & bias, const Conv2dParams & p, ConvAlgo algo,
-              const Tensor & residual) {
+              const Tensor & residual, const Tensor & residual_scale) {
     const Shape out = conv2d_output_shape(x, w, bias, p);
-    if (residual.defined()) check_conv2d_residual(residual, out);
+    if (residual.defined() || residual_scale.defined()) check_conv2d_residual(residual, residual_scale, out);
     Tensor y = Tensor::empty(out);
     if (y.numel() == 0) return y;
 
@@ -332,7 +340,7 @@ Tensor conv2d(const Tensor & x, const Tensor & w, const Tensor & bias, const Con
     d.ow = out[3];
     d.k = d.cg * w.dim(2) * w.dim(3);
     if (algo == ConvAlgo::Auto) algo = choose_algo(d, p, w.dim(2) * w.dim(3), w.is_constant());
-    if (algo == ConvAlgo::ChannelsLast) return conv_channels_last(x, w, bias, p, d, residual, y);
+    if (algo == ConvAlgo::ChannelsLast) return conv_channels_last(x, w, bias, p, d, residual, residual_scale, y);
 
     const int64_t kh = w.dim(2), kw = w.dim(3);
     const int64_t out_plane = d.oh * d.ow;
@@ -355,6 +363,8 @@ Tensor conv2d(const Tensor & x, const Tensor & w, const Tensor & bias, const Con
     // C laid out as y itself: [image][group][oc][pixel]; so is the residual.
     auto run_into_y = [&]() {
         pr.ep.residual = residual.defined() ? residual.f32() : nullptr;
+        pr.ep.residual_scale = residual_scale.defined() ? residual_scale.f32() : nullptr;
+        pr.add_gs = d.ocg;
         pr.c = y.f32();
         pr.c_gs = d.ocg * out_plane;
         pr.c_bs = d.groups * pr.c_gs;
@@ -413,7 +423,8 @@ Tensor conv2d(const Tensor & x, const Tensor & w, const Tensor & bias, const Con
                     std::copy_n(src + r * n_cols + oy * in.pw, d.ow, dst + r * out_plane + oy * d.ow);
                 }
                 if (residual.defined()) {
-                    add_residual(dst + r * out_plane, residual.f32() + r * out_plane, out_plane, p.activation);
+                    add_residual(dst + r * out_plane, residual.f32() + r * out_plane,
+                                 residual_scale_of(residual_scale, r % (d.groups * d.ocg)), out_plane, p.activation);
                 }
             }
         });
@@ -462,7 +473,8 @@ Tensor conv2d(const Tensor & x, const Tensor & w, const Tensor & bias, const Con
             const int64_t img = t / rows, row = t % rows;
             std::copy_n(src + (row * d.n + img) * out_plane, out_plane, dst + t * out_plane);
             if (residual.defined()) {
-                add_residual(dst + t * out_plane, residual.f32() + t * out_plane, out_plane, p.activation);
+                add_residual(dst + t * out_plane, residual.f32() + t * out_plane, residual_scale_of(residual_scale, row),
+                             out_plane, p.activation);
             }
         }
     });

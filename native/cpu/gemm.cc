@@ -29,7 +29,10 @@ void epilogue_only(const Problem & pr) {
             for (int64_t i = 0; i < pr.m; i++) {
                 for (int64_t j = 0; j < pr.n; j++) {
                     float v = add ? ep.beta * add[i * ep.add_rs + j * ep.add_cs] : 0.0f;
-                    if (ep.residual) v += ep.residual[(c - pr.c) + i * pr.ldc + j];
+                    if (ep.residual) {
+                        const float r = ep.residual[(c - pr.c) + i * pr.ldc + j];
+                        v += ep.residual_scale ? ep.residual_scale[g * pr.add_gs + i] * r : r;
+                    }
                     if (ep.act == Activation::Relu) v = v > 0.0f ? v : 0.0f;
                     if (ep.act == Activation::Sigmoid) v = 1.0f / (1.0f + std::exp(-v));
                     c[i * pr.ldc + j] = v;
@@ -217,6 +220,7 @@ void run(const Problem & pr) {
                 blk.ep = pr.ep;
                 if (pr.ep.add) blk.ep.add = pr.ep.add + g * pr.add_gs + m0 * pr.ep.add_rs + n0 * pr.ep.add_cs;
                 if (pr.ep.residual) blk.ep.residual = pr.ep.residual + (c - pr.c) + m0 * pr.ldc + n0;
+                if (pr.ep.residual_scale) blk.ep.residual_scale = pr.ep.residual_scale + g * pr.add_gs + m0;
                 kn.block(blk);
             }
         }

@@ -18,9 +18,10 @@ namespace fovea::cpu::packed {
 
 // Applied when the last K block of a tile is stored:
 // C(i,j) = act(alpha * sum_k A(i,k) B(k,j) + beta * add[i * add_rs + j * add_cs]
-//              + residual(i,j)).
+//              + residual_scale[i] * residual(i,j)).
 // add may be null; add_cs is 0 (broadcast along a row) or 1. residual may
 // be null; it is laid out as C (same offsets, row stride ldc).
+// residual_scale may be null (1); it has one value per row.
 struct Epilogue {
     float alpha = 1.0f;
     float beta = 0.0f;
@@ -28,6 +29,7 @@ struct Epilogue {
     int64_t add_rs = 0;
     int64_t add_cs = 0;
     const float * residual = nullptr;
+    const float * residual_scale = nullptr;
     Activation act = Activation::None;
 };
 
@@ -139,7 +141,7 @@ struct Problem {
     float * c = nullptr;
     int64_t c_bs = 0, c_gs = 0, ldc = 0;
     Epilogue ep;
-    int64_t add_gs = 0;  // ep.add offset per group
+    int64_t add_gs = 0;  // ep.add and ep.residual_scale offset per group
 };
 
 // Runs every problem on the thread pool with the kernel of cpu_isa(). Each

@@ -82,7 +82,10 @@ void tile(int64_t kc, const float * __restrict a, int64_t lda, const int64_t * _
                     V t = ep.add_cs == 0 ? Isa::set1(arow[0]) : Isa::loadn(arow + j * W, cols);
                     v = Isa::fma(t, beta, v);
                 }
-                if (residual) v = Isa::add(v, Isa::loadn(residual + i * ldc + j * W, cols));
+                if (residual) {
+                    const V r = Isa::loadn(residual + i * ldc + j * W, cols);
+                    v = ep.residual_scale ? Isa::fma(r, Isa::set1(ep.residual_scale[i]), v) : Isa::add(v, r);
+                }
                 if (ep.act == Activation::Relu) v = Isa::max(v, zero);
             }
             Isa::storen(crow + j * W, v, cols);
@@ -137,6 +140,8 @@ void block(const Block & blk) {
             m = int((left + tiles - 1) / tiles);
             ap = blk.a + (r / blk.a_row_len) * blk.a_row_pitch + in_row * blk.lda;
         }
+        Epilogue ep = blk.ep;  // residual_scale from this tile's first row
+        if (ep.residual_scale) ep.residual_scale += ir;
         for (int64_t jr = 0; jr < blk.nc;) {
             int n = blk.nc - jr < NR ? int(blk.nc - jr) : NR;
             const float * bp;
@@ -151,7 +156,7 @@ void block(const Block & blk) {
             const float * residual = blk.ep.residual ? blk.ep.residual + ir * blk.ldc + jr : nullptr;
             table[(m - 1) * NV + (n + W - 1) / W - 1](blk.kc, ap, blk.lda, blk.a_offsets, bp, blk.b_offsets,
                                                       blk.c + ir * blk.ldc + jr, blk.ldc, n, blk.first, blk.last,
-                                                      blk.ep, add, residual);
+                                                      ep, add, residual);
             jr += n;
         }
         ir += m;

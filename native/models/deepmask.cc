@@ -233,6 +233,29 @@ DeepMask::Conv DeepMask::read_conv(const ModelWeights & w, const std::string & n
     return c;
 }
 
+DeepMask::Conv DeepMask::read_conv_folded(const ModelWeights & w, const std::string & name, int stride, int sym_pad,
+                                          int zero_pad, const Tensor & out_scale, const Tensor & out_shift) const {
+    // Folded on the host, in copies: the file's tensors are constant.
+    Tensor weight = w.get(name + ".weight").clone(), bias = w.get(name + ".bias").clone();
+    const int64_t oc = weight.dim(0), per_oc = weight.numel() / oc;
+    for (int64_t o = 0; o < oc; o++) {
+        const float s = out_scale.f32()[o];
+        float * row = weight.f32() + o * per_oc;
+        for (int64_t i = 0; i < per_oc; i++) row[i] *= s;
+        bias.f32()[o] = s * bias.f32()[o] + out_shift.f32()[o];
+    }
+    weight.mark_constant();
+    bias.mark_constant();
+    Conv c;
+    c.weight = to_device(weight, backend_->device());
+    c.bias = to_device(bias, backend_->device());
+    c.stride = stride;
+    c.sym_pad = sym_pad;
+    c.zero_pad = zero_pad;
+    c.act = Activation::None;
+    return c;
+}
+
 DeepMask::Linear DeepMask::read_linear(const ModelWeights & w, const std::string & name) const {
     const Device dev = backend_->device();
     Linear l;
@@ -271,24 +294,25 @@ void DeepMask::read(const ModelWeights & w) {
             const std::string p = "trunk.layer" + std::to_string(l + 1) + "." + std::to_string(j);
             const int stride = (l > 0 && j == 0) ? 2 : 1;
             Block b;
+            // The last conv, with the block's post-add affine folded in where it has one.
+            const bool affine = w.has(p + ".post_affine.scale");
+            const Tensor scale = affine ? w.get(p + ".post_affine.scale") : Tensor();
+            const Tensor shift = affine ? w.get(p + ".post_affine.bias") : Tensor();
+            auto last = [&](const std::string & name, int last_stride, int sym_pad) {
+                return affine ? read_conv_folded(w, name, last_stride, sym_pad, 0, scale, shift)
+                              : read_conv(w, name, last_stride, sym_pad, 0, none);
+            };
             if (bottleneck) {
                 // Stride on the 3x3 conv (fb.resnet.torch).
                 b.conv1 = read_conv(w, p + ".conv1", 1, 0, 0, relu);
                 b.conv2 = read_conv(w, p + ".conv2", stride, 1, 0, relu);
-                b.conv3 = read_conv(w, p + ".conv3", 1, 0, 0, none);
+                b.conv3 = last(p + ".conv3", 1, 0);
             } else {
                 b.conv1 = read_conv(w, p + ".conv1", stride, 1, 0, relu);
-                b.conv2 = read_conv(w, p + ".conv2", 1, 1, 0, none);
+                b.conv2 = last(p + ".conv2", 1, 1);
             }
             if (w.has(p + ".downsample.weight")) b.downsample = read_conv(w, p + ".downsample", stride, 0, 0, none);
-            if (w.has(p + ".post_affine.scale")) {
-                const Device dev = backend_->device();
-                b.affine_scale = to_device(w.get(p + ".post_affine.scale"), dev);
-                b.affine_bias = to_device(w.get(p + ".post_affine.bias"), dev);
-                // batch_norm with mean 0, var 1, eps 0 is exactly scale*x + bias.
-                b.zeros = to_device(Tensor::zeros(b.affine_scale.shape()), dev);
-                b.ones = to_device(Tensor::full(b.affine_scale.shape(), 1.0f), dev);
-            }
+            if (affine) b.residual_scale = to_device(scale, backend_->device());
             layers_.back().push_back(std::move(b));
         }
     }
@@ -302,7 +326,8 @@ void DeepMask::read(const ModelWeights & w) {
 // ---------------------------------------------------------------------------
 // layers
 
-Tensor DeepMask::conv(const Conv & c, const Tensor & x, const Tensor & residual) const {
+Tensor DeepMask::conv(const Conv & c, const Tensor & x, const Tensor & residual,
+                      const Tensor & residual_scale) const {
     Tensor in = x;
     if (c.sym_pad) {
         Pad2dParams pp;
@@ -318,7 +343,7 @@ Tensor DeepMask::conv(const Conv & c, const Tensor & x, const Tensor & residual)
     if (!residual.defined()) return backend_->conv2d(in, c.weight, c.bias, p);
     FOVEA_CHECK(c.act == Activation::None, ErrorCode::Internal, "a residual conv with its own activation");
     p.activation = Activation::Relu;
-    return backend_->conv2d_residual(in, c.weight, c.bias, p, residual);
+    return backend_->conv2d_residual(in, c.weight, c.bias, p, residual, residual_scale);
 }
 
 Tensor DeepMask::linear(const Linear & l, const Tensor & x, Activation act) const {
@@ -338,12 +363,7 @@ Tensor DeepMask::block(const Block & b, const Tensor & x) const {
     Tensor m = conv(b.conv1, x);
     if (bottleneck) m = conv(b.conv2, m);
     // The skip connection is added as the last conv stores its output.
-    if (!b.affine_scale.defined()) return conv(last, m, s);
-    m = conv(last, m);
-    // post_add: ReLU(scale * (main + x) + bias).
-    Tensor y = backend_->batch_norm(backend_->add(m, s, Activation::None), b.affine_scale, b.affine_bias, b.zeros,
-                                    b.ones, 0.0f);
-    return backend_->relu(y);
+    return conv(last, m, s, b.residual_scale);
 }
 
 TrunkTaps DeepMask::trunk_taps(const Tensor & x, bool patch) const {

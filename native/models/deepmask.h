@@ -135,7 +135,9 @@ class DeepMask {
     struct Block {
         Conv conv1, conv2, conv3;  // conv3: bottleneck only
         Conv downsample;           // defined where channels change
-        Tensor affine_scale, affine_bias, zeros, ones;  // post_add with identity shortcut
+        // A post-add affine, ReLU(scale * (main + shortcut) + bias), is folded
+        // into the last conv's weights and bias; the shortcut is then scaled.
+        Tensor residual_scale;
     };
 
     DeepMask(DeepMaskConfig config, Backend & backend) : config_(std::move(config)), backend_(&backend) {}
@@ -143,12 +145,17 @@ class DeepMask {
     void read(const ModelWeights & weights);
     Conv read_conv(const ModelWeights & w, const std::string & name, int stride, int sym_pad, int zero_pad,
                    Activation act) const;
+    // The same conv times out_scale per output channel, plus out_shift:
+    // scale * (W x + b) + shift as W' x + b'.
+    Conv read_conv_folded(const ModelWeights & w, const std::string & name, int stride, int sym_pad, int zero_pad,
+                          const Tensor & out_scale, const Tensor & out_shift) const;
     Linear read_linear(const ModelWeights & w, const std::string & name) const;
 
-    // With a residual, ReLU(conv(x) + residual) in one pass (c's own
-    // activation must be none): a residual block's last conv and its skip
-    // connection.
-    Tensor conv(const Conv & c, const Tensor & x, const Tensor & residual = Tensor()) const;
+    // With a residual, ReLU(conv(x) + residual_scale * residual) in one pass
+    // (c's own activation must be none; residual_scale may be undefined): a
+    // residual block's last conv and its skip connection.
+    Tensor conv(const Conv & c, const Tensor & x, const Tensor & residual = Tensor(),
+                const Tensor & residual_scale = Tensor()) const;
     Tensor linear(const Linear & l, const Tensor & x, Activation act) const;
     Tensor linear_map(const Linear & l, const Tensor & x, Activation act) const;
     Tensor block(const Block & b, const Tensor & x) const;

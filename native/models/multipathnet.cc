@@ -339,7 +339,7 @@ Tensor MultiPathNet::run_block(const Block & b, const Tensor & x) const {
     Conv2dParams last = b.conv2.params;
     FOVEA_CHECK(last.activation == Activation::None, ErrorCode::Internal, "a residual conv with its own activation");
     last.activation = Activation::Relu;
-    return be.conv2d_residual(y, b.conv2.weight, b.conv2.bias, last, shortcut);
+    return be.conv2d_residual(y, b.conv2.weight, b.conv2.bias, last, shortcut, Tensor());
 }
 
 std::vector<Tensor> MultiPathNet::trunk(const Tensor & image) const {

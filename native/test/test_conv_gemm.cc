@@ -169,10 +169,20 @@ void check_conv_cases(const std::vector<ConvCase> & cases) {
         Conv2dParams no_act = cc.p;
         no_act.activation = Activation::None;
         const Tensor residual = random_tensor(expected.shape(), seed++);
-        Tensor expected_res = ref_conv2d(x, w, b, no_act);
+        const Tensor linear = ref_conv2d(x, w, b, no_act);
+        Tensor expected_res = linear.clone();
         for (int64_t i = 0; i < expected_res.numel(); i++) {
             expected_res.f32()[i] =
-                float(activate(double(expected_res.f32()[i]) + double(residual.f32()[i]), cc.p.activation));
+                float(activate(double(linear.f32()[i]) + double(residual.f32()[i]), cc.p.activation));
+        }
+        // And with the residual scaled per output channel.
+        const Tensor residual_scale = random_tensor({cc.oc}, seed++);
+        Tensor expected_scaled = linear.clone();
+        const int64_t plane = linear.numel() / (cc.n * cc.oc);
+        for (int64_t i = 0; i < expected_scaled.numel(); i++) {
+            const double scale = residual_scale.f32()[i / plane % cc.oc];
+            expected_scaled.f32()[i] = float(
+                activate(double(linear.f32()[i]) + scale * double(residual.f32()[i]), cc.p.activation));
         }
         for_each_isa([&](CpuIsa isa) {
             for (cpu::ConvAlgo algo : {cpu::ConvAlgo::Shifted, cpu::ConvAlgo::Im2col, cpu::ConvAlgo::Im2colMerged,
@@ -185,6 +195,9 @@ void check_conv_cases(const std::vector<ConvCase> & cases) {
                              std::string(cc.name) + " on " + cpu_isa_name(isa) + ", " + algo_name);
                 expect_close(cpu::conv2d(x, w, b, cc.p, algo, residual), expected_res,
                              std::string(cc.name) + " on " + cpu_isa_name(isa) + ", " + algo_name + " + residual");
+                expect_close(cpu::conv2d(x, w, b, cc.p, algo, residual, residual_scale), expected_scaled,
+                             std::string(cc.name) + " on " + cpu_isa_name(isa) + ", " + algo_name +
+                                 " + scaled residual");
             }
             // Constant weights, as a model's: channels last may be chosen,
             // and its packed weights are reused by the second call.
@@ -338,6 +351,11 @@ FOVEA_TEST(conv2d_bad_inputs_throw) {
     EXPECT_THROWS_CODE(cpu::conv2d(x, w, Tensor(), ok, cpu::ConvAlgo::Auto, random_tensor({1, 6, 8, 7}, 10)),
                        ErrorCode::Input);
     EXPECT_THROWS_CODE(cpu::conv2d(x, w, Tensor(), ok, cpu::ConvAlgo::Auto, Tensor::zeros({1, 6, 8, 8}, DType::I32)),
+                       ErrorCode::Input);
+    const Tensor good_residual = random_tensor({1, 6, 8, 8}, 11);
+    EXPECT_THROWS_CODE(cpu::conv2d(x, w, Tensor(), ok, cpu::ConvAlgo::Auto, good_residual, random_tensor({5}, 12)),
+                       ErrorCode::Input);
+    EXPECT_THROWS_CODE(cpu::conv2d(x, w, Tensor(), ok, cpu::ConvAlgo::Auto, Tensor(), random_tensor({6}, 13)),
                        ErrorCode::Input);
     EXPECT_THROWS_CODE(cpu::conv2d(x, w, Tensor(), conv_params(0, 1)), ErrorCode::Options);
     EXPECT_THROWS_CODE(cpu::conv2d(x, w, Tensor(), conv_params(1, -1)), ErrorCode::Options);
