@@ -413,20 +413,25 @@ Napi::Value prepare_op(const Napi::CallbackInfo & args) {
         Attrs attrs(args[2].As<Napi::Object>());
         const Device device = parse_device(attrs.string("device", "cpu"));
         const OpFn fn = make_op(args[0].As<Napi::String>().Utf8Value(), attrs);
+        // A call's inputs followed by the constants; `arrays` keeps the
+        // call's typed arrays alive.
+        auto inputs_of = [constants](const Napi::CallbackInfo & info, const char * usage,
+                                     std::vector<Napi::Reference<Napi::Value>> & arrays) {
+            if (info.Length() < 1 || !info[0].IsArray()) throw Error(ErrorCode::Options, usage);
+            std::vector<Tensor> inputs = read_tensors(info[0], "run inputs", arrays);
+            inputs.insert(inputs.end(), constants->begin(), constants->end());
+            return inputs;
+        };
         Napi::Object prepared = Napi::Object::New(env);
         prepared.Set("run", Napi::Function::New(
                                 env,
-                                [constants, device, fn](const Napi::CallbackInfo & info) -> Napi::Value {
-                                    Napi::Env env = info.Env();
+                                [inputs_of, device, fn](const Napi::CallbackInfo & info) -> Napi::Value {
                                     try {
-                                        if (info.Length() < 1 || !info[0].IsArray())
-                                            throw Error(ErrorCode::Options, "run(inputs: array)");
                                         std::vector<Napi::Reference<Napi::Value>> arrays;
-                                        std::vector<Tensor> inputs = read_tensors(info[0], "run inputs", arrays);
-                                        inputs.insert(inputs.end(), constants->begin(), constants->end());
-                                        return queue_op(env, fn, std::move(inputs), std::move(arrays), device);
+                                        std::vector<Tensor> inputs = inputs_of(info, "run(inputs: array)", arrays);
+                                        return queue_op(info.Env(), fn, std::move(inputs), std::move(arrays), device);
                                     } catch (const std::exception & e) {
-                                        return rejected(env, e);
+                                        return rejected(info.Env(), e);
                                     }
                                 },
                                 "run"));
@@ -435,18 +440,15 @@ Napi::Value prepare_op(const Napi::CallbackInfo & args) {
         // hand-off to a worker thread. Not for servers.
         prepared.Set("runSync", Napi::Function::New(
                                     env,
-                                    [constants, device, fn](const Napi::CallbackInfo & info) -> Napi::Value {
-                                        Napi::Env env = info.Env();
+                                    [inputs_of, device, fn](const Napi::CallbackInfo & info) -> Napi::Value {
                                         try {
-                                            if (info.Length() < 1 || !info[0].IsArray())
-                                                throw Error(ErrorCode::Options, "runSync(inputs: array)");
                                             std::vector<Napi::Reference<Napi::Value>> arrays;
-                                            std::vector<Tensor> inputs = read_tensors(info[0], "run inputs", arrays);
-                                            inputs.insert(inputs.end(), constants->begin(), constants->end());
-                                            return to_js(env, run_on_cpu(fn, inputs, device));
+                                            const std::vector<Tensor> inputs =
+                                                inputs_of(info, "runSync(inputs: array)", arrays);
+                                            return to_js(info.Env(), run_on_cpu(fn, inputs, device));
                                         } catch (const std::exception & e) {
-                                            make_error(env, e).ThrowAsJavaScriptException();
-                                            return env.Undefined();
+                                            make_error(info.Env(), e).ThrowAsJavaScriptException();
+                                            return info.Env().Undefined();
                                         }
                                     },
                                     "runSync"));
