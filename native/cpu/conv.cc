@@ -357,14 +357,13 @@ Tensor conv2d(const Tensor & x, const Tensor & w, const Tensor & bias, const Con
         pr.ep.add = bias.f32();
         pr.ep.beta = 1.0f;
         pr.ep.add_rs = 1;
-        pr.add_gs = d.ocg;
     }
+    pr.add_gs = d.ocg;  // bias and residual scale, per output channel
 
     // C laid out as y itself: [image][group][oc][pixel]; so is the residual.
     auto run_into_y = [&]() {
         pr.ep.residual = residual.defined() ? residual.f32() : nullptr;
         pr.ep.residual_scale = residual_scale.defined() ? residual_scale.f32() : nullptr;
-        pr.add_gs = d.ocg;
         pr.c = y.f32();
         pr.c_gs = d.ocg * out_plane;
         pr.c_bs = d.groups * pr.c_gs;

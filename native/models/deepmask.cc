@@ -219,13 +219,13 @@ DeepMask DeepMask::load(const ModelWeights & weights, Backend & backend) {
     return m;
 }
 
-DeepMask::Conv DeepMask::read_conv(const ModelWeights & w, const std::string & name, int stride, int sym_pad,
-                                   int zero_pad, Activation act) const {
+DeepMask::Conv DeepMask::upload_conv(const Tensor & weight, const Tensor & bias, int stride, int sym_pad,
+                                     int zero_pad, Activation act) const {
     // Uploaded once, here: every op then reads them on the backend's device.
     const Device dev = backend_->device();
     Conv c;
-    c.weight = to_device(w.get(name + ".weight"), dev);
-    c.bias = to_device(w.get(name + ".bias"), dev);
+    c.weight = to_device(weight, dev);
+    c.bias = to_device(bias, dev);
     c.stride = stride;
     c.sym_pad = sym_pad;
     c.zero_pad = zero_pad;
@@ -233,27 +233,20 @@ DeepMask::Conv DeepMask::read_conv(const ModelWeights & w, const std::string & n
     return c;
 }
 
+DeepMask::Conv DeepMask::read_conv(const ModelWeights & w, const std::string & name, int stride, int sym_pad,
+                                   int zero_pad, Activation act) const {
+    return upload_conv(w.get(name + ".weight"), w.get(name + ".bias"), stride, sym_pad, zero_pad, act);
+}
+
 DeepMask::Conv DeepMask::read_conv_folded(const ModelWeights & w, const std::string & name, int stride, int sym_pad,
                                           int zero_pad, const Tensor & out_scale, const Tensor & out_shift) const {
-    // Folded on the host, in copies: the file's tensors are constant.
-    Tensor weight = w.get(name + ".weight").clone(), bias = w.get(name + ".bias").clone();
-    const int64_t oc = weight.dim(0), per_oc = weight.numel() / oc;
-    for (int64_t o = 0; o < oc; o++) {
-        const float s = out_scale.f32()[o];
-        float * row = weight.f32() + o * per_oc;
-        for (int64_t i = 0; i < per_oc; i++) row[i] *= s;
-        bias.f32()[o] = s * bias.f32()[o] + out_shift.f32()[o];
-    }
-    weight.mark_constant();
-    bias.mark_constant();
-    Conv c;
-    c.weight = to_device(weight, backend_->device());
-    c.bias = to_device(bias, backend_->device());
-    c.stride = stride;
-    c.sym_pad = sym_pad;
-    c.zero_pad = zero_pad;
-    c.act = Activation::None;
-    return c;
+    // scale * y + shift is a batch norm with mean 0, variance 1, epsilon 0.
+    const Shape channels = out_scale.shape();
+    FoldedConv f = fold_batch_norm(w.get(name + ".weight"), w.get(name + ".bias"), out_scale, out_shift,
+                                   Tensor::zeros(channels), Tensor::full(channels, 1.0f), 0.0f);
+    f.weight.mark_constant();
+    f.bias.mark_constant();
+    return upload_conv(f.weight, f.bias, stride, sym_pad, zero_pad, Activation::None);
 }
 
 DeepMask::Linear DeepMask::read_linear(const ModelWeights & w, const std::string & name) const {

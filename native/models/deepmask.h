@@ -143,6 +143,8 @@ class DeepMask {
     DeepMask(DeepMaskConfig config, Backend & backend) : config_(std::move(config)), backend_(&backend) {}
     // Reads every DeepMask tensor (shapes already checked).
     void read(const ModelWeights & weights);
+    Conv upload_conv(const Tensor & weight, const Tensor & bias, int stride, int sym_pad, int zero_pad,
+                     Activation act) const;
     Conv read_conv(const ModelWeights & w, const std::string & name, int stride, int sym_pad, int zero_pad,
                    Activation act) const;
     // The same conv times out_scale per output channel, plus out_shift:
