@@ -113,8 +113,8 @@ async function timeAlternating(a, b, repeats) {
 // repeat, so load from other tenants of a shared machine falls on both alike.
 // onnxruntime's intra-op threads must not spin for that (its default
 // allow_spinning busy-waits after each run and took fovea's cores, making
-// fovea look up to 2x slower when interleaved), so spinning is off, as
-// fovea's own pool never spins. Rounds repeat the whole list; each layer keeps
+// fovea look up to 2x slower when interleaved), so spinning is off; fovea's
+// own pool spins only 50 us before it sleeps. Rounds repeat the whole list; each layer keeps
 // the lowest median over the rounds for each library.
 const repeatsFor = (l) => (l.gflop > 10 ? Math.max(3, Math.ceil(opts.repeats / 2)) : opts.repeats);
 const cases = [];

@@ -151,28 +151,38 @@ struct Layer {
     std::string net;     // "resnet50"
     int64_t size;        // network input size (square)
     std::string name;    // where it first occurs
-    int64_t c, h, w, oc, k, stride, pad;
+    int64_t n, c, h, w, oc, k, stride, pad;  // n: batch (ROIs of MultiPathNet's tower)
     int count;           // occurrences in the network
     std::string tag() const { return net + "/" + std::to_string(size); }
     std::string label() const { return tag() + " " + name; }
     int64_t oh() const { return (h + 2 * pad - k) / stride + 1; }
     int64_t ow() const { return (w + 2 * pad - k) / stride + 1; }
-    double gflop() const { return 2.0 * double(oc) * double(oh()) * double(ow()) * double(c) * double(k * k) * 1e-9; }
+    double gflop() const {
+        return 2.0 * double(n) * double(oc) * double(oh()) * double(ow()) * double(c) * double(k * k) * 1e-9;
+    }
+    // "256x56^2->256x56^2 3/1", with "100x" in front for a batch.
+    std::string shape() const {
+        char text[80];
+        std::snprintf(text, sizeof text, "%s%lldx%lld^2->%lldx%lld^2 %lld/%lld",
+                      n > 1 ? (std::to_string(n) + "x").c_str() : "", (long long)c, (long long)h, (long long)oc,
+                      (long long)oh(), (long long)k, (long long)stride);
+        return text;
+    }
 };
 
 class LayerList {
   public:
     LayerList(std::string net, int64_t size) : net_(std::move(net)), size_(size) {}
     void add(const std::string & name, int64_t c, int64_t h, int64_t w, int64_t oc, int64_t k, int64_t stride,
-             int64_t pad) {
-        auto key = std::make_tuple(c, h, w, oc, k, stride, pad);
+             int64_t pad, int64_t n = 1) {
+        auto key = std::make_tuple(n, c, h, w, oc, k, stride, pad);
         auto it = index_.find(key);
         if (it != index_.end()) {
             layers_[it->second].count++;
             return;
         }
         index_[key] = layers_.size();
-        layers_.push_back({net_, size_, name, c, h, w, oc, k, stride, pad, 1});
+        layers_.push_back({net_, size_, name, n, c, h, w, oc, k, stride, pad, 1});
     }
     const std::vector<Layer> & layers() const { return layers_; }
 
@@ -180,7 +190,7 @@ class LayerList {
     std::string net_;
     int64_t size_;
     std::vector<Layer> layers_;
-    std::map<std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t>, size_t> index_;
+    std::map<std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t>, size_t> index_;
 };
 
 // ResNet-50 as in fb.resnet.torch / torchvision (stride on the 3x3 conv of
@@ -206,6 +216,33 @@ std::vector<Layer> resnet50(int64_t size) {
             h = h2;
         }
     }
+    return l.layers();
+}
+
+// MultiPathNet's ResNet-18 integral variant (models/multipathnet.cc): the
+// trunk (conv1 .. layer3, BatchNorm folded) on the image, then the tower
+// (layer4) on the 14x14 ROI-pooled maps of segment()'s default 100
+// proposals, one batch.
+std::vector<Layer> multipathnet(int64_t size) {
+    LayerList l("multipathnet", size);
+    l.add("conv1 7x7/2", 3, size, size, 64, 7, 2, 3);
+    int64_t h = (size + 6 - 7) / 2 + 1;
+    h = (h + 2 - 3) / 2 + 1;  // max pool 3x3/2 pad 1
+    int64_t in = 64;
+    const int64_t planes[] = {64, 128, 256};
+    for (int s = 0; s < 3; s++) {
+        const std::string stage = "layer" + std::to_string(s + 1);
+        const int64_t p = planes[s], stride = s > 0 ? 2 : 1, h2 = (h + 2 - 3) / stride + 1;
+        l.add(stage + (stride == 2 ? " 3x3/2" : " 3x3"), in, h, h, p, 3, stride, 1);
+        if (stride == 2) l.add(stage + " downsample 1x1/2", in, h, h, p, 1, 2, 0);
+        for (int i = 0; i < 3; i++) l.add(stage + " 3x3", p, h2, h2, p, 3, 1, 1);
+        in = p;
+        h = h2;
+    }
+    constexpr int64_t kRois = 100, kPooled = 14;
+    l.add("tower 3x3/2", 256, kPooled, kPooled, 512, 3, 2, 1, kRois);
+    l.add("tower downsample 1x1/2", 256, kPooled, kPooled, 512, 1, 2, 0, kRois);
+    for (int i = 0; i < 3; i++) l.add("tower 3x3", 512, kPooled / 2, kPooled / 2, 512, 3, 1, 1, kRois);
     return l.layers();
 }
 
@@ -246,7 +283,7 @@ Tensor filled(const Shape & shape, uint64_t seed) {
 }
 
 Result run_layer(const Layer & l, int repeats_opt, int threads, cpu::ConvAlgo algo) {
-    const Tensor x = filled({1, l.c, l.h, l.w}, 1);
+    const Tensor x = filled({l.n, l.c, l.h, l.w}, 1);
     const Tensor w = filled({l.oc, l.c, l.k, l.k}, 2);
     const Tensor b = filled({l.oc}, 3);
     // As a model's weights are: packed layouts are kept with them.
@@ -323,10 +360,11 @@ void print_layer_json(const std::vector<Layer> & layers) {
     std::printf("[\n");
     for (size_t i = 0; i < layers.size(); i++) {
         const Layer & l = layers[i];
-        std::printf("  {\"net\": \"%s\", \"size\": %lld, \"name\": \"%s\", \"n\": 1, \"c\": %lld, \"h\": %lld, "
+        std::printf("  {\"net\": \"%s\", \"size\": %lld, \"name\": \"%s\", \"n\": %lld, \"c\": %lld, \"h\": %lld, "
                     "\"w\": %lld, \"oc\": %lld, \"kh\": %lld, \"kw\": %lld, \"stride\": %lld, \"pad\": %lld, "
                     "\"dilation\": 1, \"groups\": 1, \"oh\": %lld, \"ow\": %lld, \"count\": %d, \"gflop\": %.6f}%s\n",
-                    l.net.c_str(), (long long)l.size, json_escape(l.name).c_str(), (long long)l.c, (long long)l.h,
+                    l.net.c_str(), (long long)l.size, json_escape(l.name).c_str(), (long long)l.n, (long long)l.c,
+                    (long long)l.h,
                     (long long)l.w, (long long)l.oc, (long long)l.k, (long long)l.k, (long long)l.stride,
                     (long long)l.pad, (long long)l.oh(), (long long)l.ow(), l.count, l.gflop(),
                     i + 1 < layers.size() ? "," : "");
@@ -356,11 +394,11 @@ int run_cuda(const std::vector<Layer> & layers, int repeats_opt, const std::stri
         const CudaDeviceInfo & dev = status.devices[0];
         std::printf("gpu: %s (sm_%d%d, %d SMs), precision %s\n", dev.name.c_str(), dev.compute_major,
                     dev.compute_minor, dev.multiprocessors, cuda::precision_name(cuda::precision(0)));
-        std::printf("\n%-13s %-24s %-24s %2s %7s %8s %4s %8s\n", "net", "layer", "in -> out k/s", "n", "GFLOP",
+        std::printf("\n%-16s %-24s %-26s %2s %7s %8s %4s %8s\n", "net", "layer", "in -> out k/s", "#", "GFLOP",
                     "ms(med)", "rep", "TFLOP/s");
         std::map<std::string, double> net_ms, net_gflop;
         for (const Layer & l : layers) {
-            const Tensor x = to_device(filled({1, l.c, l.h, l.w}, 1), Device{DeviceType::CUDA, 0});
+            const Tensor x = to_device(filled({l.n, l.c, l.h, l.w}, 1), Device{DeviceType::CUDA, 0});
             const Tensor w = to_device(filled({l.oc, l.c, l.k, l.k}, 2), Device{DeviceType::CUDA, 0});
             const Tensor b = to_device(filled({l.oc}, 3), Device{DeviceType::CUDA, 0});
             Conv2dParams p;
@@ -374,10 +412,8 @@ int run_cuda(const std::vector<Layer> & layers, int repeats_opt, const std::stri
             std::vector<float> ms = cuda::time_on_stream(0, repeats, once);
             std::sort(ms.begin(), ms.end());
             const double med = ms[ms.size() / 2];
-            char shape[64];
-            std::snprintf(shape, sizeof shape, "%lldx%lld^2->%lldx%lld^2 %lld/%lld", (long long)l.c, (long long)l.h,
-                          (long long)l.oc, (long long)l.oh(), (long long)l.k, (long long)l.stride);
-            std::printf("%-13s %-24s %-24s %2d %7.3f %8.4f %4d %8.2f\n", l.tag().c_str(), l.name.c_str(), shape,
+            std::printf("%-16s %-24s %-26s %2d %7.3f %8.4f %4d %8.2f\n", l.tag().c_str(), l.name.c_str(),
+                        l.shape().c_str(),
                         l.count, l.gflop(), med, repeats, l.gflop() / med);
             std::fflush(stdout);
             net_ms[l.tag()] += med * l.count;
@@ -480,7 +516,8 @@ int run_pipeline(const std::string & model, const std::string & classifier, cons
 void usage() {
     std::printf(
         "usage: fovea_bench [options]\n"
-        "  --net LIST     networks, comma separated (default resnet50,vgg16)\n"
+        "  --net LIST     networks, comma separated: resnet50, vgg16, multipathnet (its ResNet-18 trunk, and its\n"
+        "                 tower on 100 ROIs in one batch) (default resnet50,vgg16)\n"
         "  --size LIST    input sizes, comma separated (default 224,800)\n"
         "  --filter S     only layers whose \"net/size layer\" label contains S (e.g. resnet50/224, 3x3)\n"
         "  --repeats N    timed runs per layer after >= 0.2 s of warm-up (default: ~1 s per layer, 3..200)\n"
@@ -557,8 +594,9 @@ int main(int argc, char ** argv) {
             std::vector<Layer> net_layers;
             if (net == "resnet50") net_layers = resnet50(size);
             else if (net == "vgg16") net_layers = vgg16(size);
+            else if (net == "multipathnet") net_layers = multipathnet(size);
             else {
-                std::fprintf(stderr, "fovea_bench: unknown network %s (resnet50, vgg16)\n", net.c_str());
+                std::fprintf(stderr, "fovea_bench: unknown network %s (resnet50, vgg16, multipathnet)\n", net.c_str());
                 return 2;
             }
             for (const Layer & l : net_layers) {
@@ -639,7 +677,7 @@ int main(int argc, char ** argv) {
         }
     }
 
-    std::printf("\n%-13s %-24s %-24s %2s %7s %8s %3s %7s %6s %5s\n", "net", "layer", "in -> out k/s", "n", "GFLOP",
+    std::printf("\n%-16s %-24s %-26s %2s %7s %8s %3s %7s %6s %5s\n", "net", "layer", "in -> out k/s", "#", "GFLOP",
                 "ms(med)", "rep", "GFLOP/s", "%peak", "util");
     std::vector<Result> results;
     std::map<std::string, double> net_ms, net_gflop;
@@ -652,12 +690,10 @@ int main(int argc, char ** argv) {
             std::fprintf(stderr, "fovea_bench: %s: %s\n", label.c_str(), e.what());
             return 1;
         }
-        char shape[64];
-        std::snprintf(shape, sizeof shape, "%lldx%lld^2->%lldx%lld^2 %lld/%lld", (long long)l.c, (long long)l.h,
-                      (long long)l.oc, (long long)l.oh(), (long long)l.k, (long long)l.stride);
         char frac[16] = "-";
         if (peak_all > 0) std::snprintf(frac, sizeof frac, "%.1f", 100.0 * r.gflops / peak_all);
-        std::printf("%-13s %-24s %-24s %2d %7.3f %8.3f %3d %7.1f %6s %4.0f%%\n", l.tag().c_str(), l.name.c_str(), shape,
+        std::printf("%-16s %-24s %-26s %2d %7.3f %8.3f %3d %7.1f %6s %4.0f%%\n", l.tag().c_str(), l.name.c_str(),
+                    l.shape().c_str(),
                     l.count, l.gflop(), r.ms, r.repeats, r.gflops, frac, 100.0 * r.utilisation);
         std::fflush(stdout);
         net_ms[l.tag()] += r.ms * l.count;
@@ -697,8 +733,8 @@ int main(int argc, char ** argv) {
             const Result & r = results[i];
             const Layer & l = r.layer;
             f << "    {\"net\": \"" << l.net << "\", \"size\": " << l.size << ", \"layer\": \"" << json_escape(l.name)
-              << "\", \"c\": " << l.c
-              << ", \"h\": " << l.h << ", \"w\": " << l.w << ", \"oc\": " << l.oc << ", \"oh\": " << l.oh()
+              << "\", \"n\": " << l.n
+              << ", \"c\": " << l.c << ", \"h\": " << l.h << ", \"w\": " << l.w << ", \"oc\": " << l.oc << ", \"oh\": " << l.oh()
               << ", \"ow\": " << l.ow() << ", \"k\": " << l.k << ", \"stride\": " << l.stride << ", \"pad\": " << l.pad
               << ", \"count\": " << l.count << ", \"gflop\": " << l.gflop() << ", \"ms\": " << r.ms
               << ", \"repeats\": " << r.repeats << ", \"gflops\": " << r.gflops

@@ -199,9 +199,8 @@ void run(const Problem & pr) {
                 if (pr.a_offsets) {
                     blk.a = a;
                     blk.a_offsets = pr.a_offsets + k0;
+                    blk.a_rows = pr.a_rows;
                     blk.a_row0 = m0;
-                    blk.a_row_len = pr.a_row_len > 0 ? pr.a_row_len : pr.m;
-                    blk.a_row_pitch = pr.a_row_len > 0 ? pr.a_row_pitch : pr.m * pr.lda;
                 } else {
                     blk.a = pr.a_k_major ? a + k0 * pr.lda + m0 : a + m0 * pr.lda + k0;
                     blk.a_k_major = pr.a_k_major;

@@ -33,12 +33,21 @@ struct Epilogue {
     Activation act = Activation::None;
 };
 
+// Where row i of A lies when A is read through per-k offsets: output pixel
+// i of a stack of images, each `plane` pixels in output rows of `row_len`.
+struct PixelRows {
+    int64_t pixel_pitch = 0;            // floats from one pixel of an output row to the next
+    int64_t row_len = 1, row_pitch = 0;  // pixels per output row; floats from one row to the next
+    int64_t plane = 1, plane_pitch = 0;  // pixels per image; floats from one image to the next
+    int64_t operator()(int64_t i) const {
+        const int64_t in_plane = i % plane;
+        return i / plane * plane_pitch + in_plane / row_len * row_pitch + in_plane % row_len * pixel_pitch;
+    }
+};
+
 // One cache block for the micro-kernel. A: mc x kc read in place, A(i, k) =
 // a[i * lda + k], or a[k * lda + i] when a_k_major, or, when a_offsets is
-// set, a[a_offsets[k] + row(i)]. Rows may lie in segments (a_row_len > 0):
-// row i is r = a_row0 + i of A, at row(r) = (r / a_row_len) * a_row_pitch +
-// (r % a_row_len) * lda (a in place of row(i) = i * lda otherwise), and no
-// register tile spans two segments. B: ceil(nc/NR) panels,
+// set, a[a_offsets[k] + a_rows(a_row0 + i)]. B: ceil(nc/NR) panels,
 // each [kc][NR] (64-byte aligned, zero padded past nc), or, when b_offsets
 // is set, read in place: column j of the block is column n = b_col0 + j of
 // B, which lies in row n / b_row_len of b at pitch b_row_pitch:
@@ -52,7 +61,8 @@ struct Block {
     int64_t lda = 0;
     bool a_k_major = false;
     const int64_t * a_offsets = nullptr;
-    int64_t a_row0 = 0, a_row_len = 0, a_row_pitch = 0;
+    PixelRows a_rows;
+    int64_t a_row0 = 0;
     const float * b = nullptr;
     const int64_t * b_offsets = nullptr;
     int64_t b_col0 = 0, b_row_len = 0, b_row_pitch = 0;
@@ -110,15 +120,13 @@ struct Problem {
     int64_t m = 0, n = 0, k = 0;
     // A(i, k) of problem (b, g) = a[b * a_bs + g * a_gs + i * lda + k], or
     // ...[k * lda + i] when a_k_major, or, when a_offsets is set (k entries,
-    // B then packed), ...[a_offsets[k] + (i / a_row_len) * a_row_pitch +
-    // (i % a_row_len) * lda] (a_row_len 0: one segment, ...[a_offsets[k] +
-    // i * lda]): the pixels of an image, output row by output row, for
-    // channels-last convs.
+    // B then packed), ...[a_offsets[k] + a_rows(i)]: the pixels of images,
+    // for channels-last convs.
     const float * a = nullptr;
     int64_t a_bs = 0, a_gs = 0, lda = 0;
     bool a_k_major = false;
     const int64_t * a_offsets = nullptr;
-    int64_t a_row_len = 0, a_row_pitch = 0;
+    PixelRows a_rows;
     // B packed block by block through pack_b, or, when b_offsets is set (k
     // entries), read in place: B(k, n) of problem (b, g) =
     // b_data[b * b_bs + g * b_gs + b_offsets[k] + (n / b_row_len) * b_row_pitch + n % b_row_len]

@@ -16,23 +16,25 @@
 namespace fovea::cpu::packed {
 namespace {
 
-using TileFn = void (*)(int64_t kc, const float * a, int64_t lda, const int64_t * a_offsets, const float * b,
-                        const int64_t * b_offsets, float * c, int64_t ldc, int n, bool first, bool last,
-                        const Epilogue & ep, const float * add, const float * residual);
+using TileFn = void (*)(int64_t kc, const float * a, int64_t lda, const int64_t * a_offsets, const int64_t * a_rows,
+                        const float * b, const int64_t * b_offsets, float * c, int64_t ldc, int n, bool first,
+                        bool last, const Epilogue & ep, const float * add, const float * residual);
 
 // How the tile reads A(i, k): a[i * lda + k], a[k * lda + i], or through
-// per-k offsets a[a_offsets[k] + i * lda] (pixels of an image, for
-// channels-last convs: the offset picks the channel and tap).
+// per-k and per-row offsets a[a_offsets[k] + a_rows[i]] (pixels of images,
+// for channels-last convs: the k offset picks the channel and tap, the row
+// offset the pixel, so a tile may span output rows and images).
 enum AMode { kRowMajor, kKMajor, kOffsets };
 
 // C[M x n] (+)= A[M x kc] * B[kc x n] (NVA vectors, n columns valid). A is
-// read in place (see AMode). B is a packed panel [kc][NV*W], or with
+// read in place (see AMode; a_rows has M entries in kOffsets mode). B is a packed panel [kc][NV*W], or with
 // IN_PLACE read where it lies, B(k, j) = b[b_offsets[k] + j] (unaligned,
 // nothing read past column n). The M x NVA accumulators stay in registers.
 template <class Isa, int NV, int A_MODE, bool IN_PLACE, int M, int NVA>
 void tile(int64_t kc, const float * __restrict a, int64_t lda, const int64_t * __restrict a_offsets,
-          const float * __restrict b, const int64_t * __restrict b_offsets, float * __restrict c, int64_t ldc, int n,
-          bool first, bool last, const Epilogue & ep, const float * add, const float * residual) {
+          const int64_t * __restrict a_rows, const float * __restrict b, const int64_t * __restrict b_offsets,
+          float * __restrict c, int64_t ldc, int n, bool first, bool last, const Epilogue & ep, const float * add,
+          const float * residual) {
     using V = typename Isa::V;
     constexpr int W = Isa::W;
     constexpr int NR = NV * W;
@@ -43,6 +45,9 @@ void tile(int64_t kc, const float * __restrict a, int64_t lda, const int64_t * _
 #pragma GCC unroll 8
         for (int j = 0; j < NVA; j++) acc[i][j] = Isa::zero();
     }
+    int64_t rows[M];  // kept in registers across the k loop
+#pragma GCC unroll 16
+    for (int i = 0; i < M; i++) rows[i] = A_MODE == kOffsets ? a_rows[i] : 0;
     for (int64_t k = 0; k < kc; k++) {
         V bv[NVA];
         if constexpr (IN_PLACE) {
@@ -58,7 +63,7 @@ void tile(int64_t kc, const float * __restrict a, int64_t lda, const int64_t * _
         const float * ak = A_MODE == kOffsets ? a + a_offsets[k] : nullptr;
 #pragma GCC unroll 16
         for (int i = 0; i < M; i++) {
-            V av = Isa::set1(A_MODE == kKMajor ? a[k * lda + i] : A_MODE == kRowMajor ? a[i * lda + k] : ak[i * lda]);
+            V av = Isa::set1(A_MODE == kKMajor ? a[k * lda + i] : A_MODE == kRowMajor ? a[i * lda + k] : ak[rows[i]]);
 #pragma GCC unroll 8
             for (int j = 0; j < NVA; j++) acc[i][j] = Isa::fma(av, bv[j], acc[i][j]);
         }
@@ -127,18 +132,19 @@ void block(const Block & blk) {
     const bool in_place = blk.b_offsets != nullptr;
     const TileFn * table = tile_table<Isa, MR, NV>(blk);
     const int64_t a_row = blk.a_k_major ? 1 : blk.lda;
+    int64_t rows[MR] = {};
     for (int64_t ir = 0; ir < blk.mc;) {
         int m = blk.mc - ir < MR ? int(blk.mc - ir) : MR;
         const float * ap = blk.a + ir * a_row;
-        if (blk.a_row_len > 0) {
-            // Rows of A in segments: tiles split what is left of a segment
-            // evenly (7 rows: 4 + 3, not 6 + 1; a thin tile is bound by its
-            // loads of B, not by its multiply-adds).
-            const int64_t r = blk.a_row0 + ir, in_row = r % blk.a_row_len;
-            const int64_t left = blk.a_row_len - in_row < blk.mc - ir ? blk.a_row_len - in_row : blk.mc - ir;
-            const int64_t tiles = (left + MR - 1) / MR;
+        if (blk.a_offsets) {
+            // Rows through offsets: tiles split the block evenly (49 rows:
+            // 6 + 6 + 6 + 6 + 5 + 5 + 5 + 5 + 5, not 8 x 6 + 1; a thin tile
+            // is bound by its loads of B, not by its multiply-adds), each
+            // row at its own offset.
+            const int64_t left = blk.mc - ir, tiles = (left + MR - 1) / MR;
             m = int((left + tiles - 1) / tiles);
-            ap = blk.a + (r / blk.a_row_len) * blk.a_row_pitch + in_row * blk.lda;
+            ap = blk.a;
+            for (int i = 0; i < m; i++) rows[i] = blk.a_rows(blk.a_row0 + ir + i);
         }
         Epilogue ep = blk.ep;  // residual_scale from this tile's first row
         if (ep.residual_scale) ep.residual_scale += ir;
@@ -154,7 +160,7 @@ void block(const Block & blk) {
             }
             const float * add = blk.ep.add ? blk.ep.add + ir * blk.ep.add_rs + jr * blk.ep.add_cs : nullptr;
             const float * residual = blk.ep.residual ? blk.ep.residual + ir * blk.ldc + jr : nullptr;
-            table[(m - 1) * NV + (n + W - 1) / W - 1](blk.kc, ap, blk.lda, blk.a_offsets, bp, blk.b_offsets,
+            table[(m - 1) * NV + (n + W - 1) / W - 1](blk.kc, ap, blk.lda, blk.a_offsets, rows, bp, blk.b_offsets,
                                                       blk.c + ir * blk.ldc + jr, blk.ldc, n, blk.first, blk.last,
                                                       ep, add, residual);
             jr += n;

@@ -288,6 +288,11 @@ FOVEA_TEST(conv2d_larger_layers) {
          asym(conv_params(1, 0, 2), 2, 1, 0, 3), true},
         {"1x1 1024->32 on 7x7", 1, 1024, 7, 7, 32, 1, 1, conv_params(1, 0), true},
         {"3x3 32->64 on 16x16 batch 2, groups 2", 2, 32, 16, 16, 64, 3, 3, conv_params(1, 1, 1, 2), false},
+        // A batch of small maps as one stack of rows (MultiPathNet's tower):
+        // register tiles span rows and images.
+        {"3x3 32->48 on a batch of 5 5x5 maps", 5, 32, 5, 5, 48, 3, 3, conv_params(1, 1, 1, 1, Activation::Relu),
+         true},
+        {"3x3/2 48->32 on a batch of 3 9x9 maps", 3, 48, 9, 9, 32, 3, 3, conv_params(2, 1), true},
     });
 }
 
