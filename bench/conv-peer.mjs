@@ -188,5 +188,5 @@ console.log(`\n${rows.length} layers, ${opts.threads} threads, best median of ${
   `fovea slower on ${slower.length}: ${slower.map((r) => `${r.net}/${r.name} ${r.ratio.toFixed(2)}`).join(', ') || 'none'}`);
 if (opts.json) {
   const machine = { cpu: os.cpus()[0]?.model, cores: os.cpus().length, node: process.version, fovea: info().cpuIsa, ort: ort.env.versions };
-  fs.writeFileSync(opts.json, JSON.stringify({ command: process.argv.slice(1).join(' '), date: new Date().toISOString(), machine, threads: opts.threads, rounds: opts.rounds, rows, geomeanRatio: geo }, null, 2));
+  fs.writeFileSync(opts.json, JSON.stringify({ command: ['node', path.relative(root, process.argv[1]), ...process.argv.slice(2)].join(' '), date: new Date().toISOString(), machine, threads: opts.threads, rounds: opts.rounds, rows, geomeanRatio: geo }, null, 2));
 }

@@ -21,20 +21,22 @@ L = [
     "move by 10-50% between runs; compare ratios measured in the same run." + (f" {note}" if note else "") + "\n",
     "## Native: `fovea_bench` (fovea alone, fraction of the FP32 peak measured in the same run)\n",
     "```sh\ncmake -S . -B build-bench -DFOVEA_CUDA=OFF -DCMAKE_BUILD_TYPE=Release && cmake --build build-bench -j2 --target fovea_bench\n"
-    f"./build-bench/fovea_bench --json bench/results/cpu-conv-{date}.json\n```\n",
+    f"{b['command']}\n```\n",
     f"FMA peak ({b['peak_isa']}): {b['peak_gflops_1_thread']:.1f} GFLOP/s on 1 thread, {b['peak_gflops_all_threads']:.1f} "
     f"on 2 threads; re-measured after the run: {b['peak_gflops_all_threads_after']:.1f}. Every layer: "
     f"[cpu-conv-{date}.log](cpu-conv-{date}.log); raw: [json](cpu-conv-{date}.json).\n",
     "All conv layers of one forward pass (each shape's median x its count): "
     + ", ".join(f"{k} {v:.1f} ms" for k, v in totals.items()) + ".\n",
     "The 3x3 layers (median ms; % of the 2-thread peak). `conv2d` chose the channels-last path for 3x3 outputs up "
-    "to 64x64 pixels (the weights are constant, as a model's), shifted windows or im2col above.\n",
+    "to 64x64 pixels (the weights are constant, as a model's), shifted windows or im2col above. The multipathnet "
+    "tower layers are one batch of 100 ROI-pooled maps (segment()'s default number of proposals).\n",
     "| net/size | layer | shape | ms | GFLOP/s | % peak |",
     "|---|---|---|---|---|---|",
 ]
 for l in b["layers"]:
     if l["k"] == 3:
-        L.append(f"| {l['net']}/{l['size']} | {l['layer']} | {l['c']}x{l['h']}² → {l['oc']}x{l['oh']}² /{l['stride']} | "
+        batch = f"{l['n']}x" if l.get("n", 1) > 1 else ""
+        L.append(f"| {l['net']}/{l['size']} | {l['layer']} | {batch}{l['c']}x{l['h']}² → {l['oc']}x{l['oh']}² /{l['stride']} | "
                  f"{l['ms']:.2f} | {l['gflops']:.0f} | {100 * l['fraction_of_peak']:.0f}% |")
 rows = p["rows"]
 faster = sum(1 for r in rows if r["ratio"] <= 1.0)
@@ -42,8 +44,7 @@ beyond = [r for r in rows if r["ratio"] > 1.05]
 L += [
     "",
     "## Side by side with onnxruntime-node (CPU EP): same layers, same inputs, 2 threads each\n",
-    "```sh\nnpm run build:ts\n"
-    f"node bench/conv-peer.mjs --bench build-bench/fovea_bench --size 224 --threads 2 --repeats 9 --rounds {p.get('rounds', 1)} --json bench/results/cpu-conv-peer-ort-{date}.json\n```\n",
+    f"```sh\nnpm run build:ts\n{p['command']}\n```\n",
     f"onnxruntime-node {p['machine']['ort']['node']} (intraOpNumThreads 2, graph optimisation 'all', a one-node Conv model with "
     "the weights as initializers, which onnxruntime packs when the session is made) against fovea's conv2d through the "
     "addon as a prepared op (`prepareOp`: the weights copied once and marked constant, so fovea keeps its packed copy "
