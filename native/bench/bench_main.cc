@@ -193,13 +193,19 @@ class LayerList {
     std::map<std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t>, size_t> index_;
 };
 
+// The ResNet stem (conv1 7x7/2 to 64 channels, max pool 3x3/2 pad 1);
+// returns the side of the map after the pool.
+int64_t add_resnet_stem(LayerList & l, int64_t size) {
+    l.add("conv1 7x7/2", 3, size, size, 64, 7, 2, 3);
+    const int64_t h = (size + 6 - 7) / 2 + 1;
+    return (h + 2 - 3) / 2 + 1;
+}
+
 // ResNet-50 as in fb.resnet.torch / torchvision (stride on the 3x3 conv of
 // each stage's first bottleneck), BatchNorm folded into the convs.
 std::vector<Layer> resnet50(int64_t size) {
     LayerList l("resnet50", size);
-    l.add("conv1 7x7/2", 3, size, size, 64, 7, 2, 3);
-    int64_t h = (size + 6 - 7) / 2 + 1;
-    h = (h + 2 - 3) / 2 + 1;  // max pool 3x3/2 pad 1
+    int64_t h = add_resnet_stem(l, size);
     int64_t in = 64;
     const int64_t planes[] = {64, 128, 256, 512}, blocks[] = {3, 4, 6, 3};
     for (int s = 0; s < 4; s++) {
@@ -225,9 +231,7 @@ std::vector<Layer> resnet50(int64_t size) {
 // proposals, one batch.
 std::vector<Layer> multipathnet(int64_t size) {
     LayerList l("multipathnet", size);
-    l.add("conv1 7x7/2", 3, size, size, 64, 7, 2, 3);
-    int64_t h = (size + 6 - 7) / 2 + 1;
-    h = (h + 2 - 3) / 2 + 1;  // max pool 3x3/2 pad 1
+    int64_t h = add_resnet_stem(l, size);
     int64_t in = 64;
     const int64_t planes[] = {64, 128, 256};
     for (int s = 0; s < 3; s++) {
