@@ -6,14 +6,14 @@
 # whole pipeline against the CPU backend and the golden reference, fp32),
 # times Pipeline::run end to end on cuda and cpu, times the conv layers
 # of the native bench on the GPU in both precisions, runs compute-sanitizer
-# memcheck, racecheck and initcheck on the CUDA tests, then the whole native
-# suite.
+# memcheck, racecheck and initcheck on the CUDA tests, the whole native
+# suite, and last the PyTorch peer of the pipeline (bench/torch_peer.py).
 # A summary and an archive of every log go to $OUT (the device tool's folder)
 # or ./cuda-check-out.
 #
 #   bash tools/device/cuda-check.sh            # from the repository root
 #
-# Budget: about 5 minutes on 16 cores, never more than BUDGET (7.5 min); every step has its own timeout, and a
+# Budget: about 6 minutes on 16 cores, never more than BUDGET (8.5 min); every step has its own timeout, and a
 # failed step does not stop the later ones (the summary says which failed).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -25,9 +25,9 @@ summary="$out/summary.txt"
 : >"$summary"
 status=0
 
-# The whole script stays within BUDGET seconds (default 450): each step's
+# The whole script stays within BUDGET seconds (default 510): each step's
 # timeout is cut to what is left, and a step with under 20 s left is skipped.
-budget=${BUDGET:-450}
+budget=${BUDGET:-510}
 
 # step NAME SECONDS COMMAND...: runs with a timeout, logs to $out/NAME.log,
 # records ok / FAIL rc / SKIP in the summary.
@@ -105,6 +105,13 @@ step initcheck 120 compute-sanitizer --tool initcheck --error-exitcode 3 "$build
 # The whole native suite (CPU tests and the model tests on their goldens).
 unset FOVEA_CUDA_PIPELINE_QUICK
 step all-tests 120 "$build/fovea_tests"
+# The GPU peer: the same pipeline work in eager PyTorch with cuDNN (bench/torch_peer.py, the
+# reference models of tools/reference) against fovea_bench --pipeline on the same image, per
+# stage, both precisions, 640x480 and 1280x960; JSON in the archive.
+for precision in tf32 fp32; do
+    step "torch-peer-$precision" 75 "${PYTHON:-python3}" bench/torch_peer.py --device cuda --precision "$precision" \
+        --image 640x480,1280x960 --repeats 7 --fovea-bench "$build/fovea_bench" --json "$out/torch-peer-$precision.json"
+done
 
 printf '\n=== summary\n'
 cat "$summary"
