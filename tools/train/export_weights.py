@@ -59,7 +59,16 @@ def _write(model, cfg: dict, path: str, dtype: str) -> int:
 
 def _history(st) -> list:
     return [dict(stage=h["stage"], steps=f"{h['steps_from']}-{h['steps_to']}", wall_s=h["wall_s"],
-                 start_utc=h["start_utc"]) for h in st.get("history", [])]
+                 start_utc=h["start_utc"], machine=h.get("machine", "")) for h in st.get("history", [])]
+
+
+def _proposal_state(runs: list) -> str:
+    """What the proposal model's training was, from its runs' machines (train.machine())."""
+    gpu = [r for r in runs if r["machine"] and not r["machine"].endswith("no GPU")]
+    if not gpu:
+        return "first CPU-trained checkpoint (brief training, ~200 images); to be continued on a GPU"
+    return (f"trained on ~200 images: {len(runs) - len(gpu)} CPU run(s), then {len(gpu)} GPU run(s) "
+            f"({gpu[-1]['machine'].rsplit(', ', 1)[-1]})")
 
 
 def main(argv=None):
@@ -85,12 +94,12 @@ def main(argv=None):
             model.load_state_dict(st["model"])
         else:
             model.load_state_dict(st["model"], strict=False)
+        runs = _history(dmst) + (_history(st) if st is not dmst and st["stage"] == "sharpmask" else [])
         cfg.update(
             source=DATA_NOTE, licence=LICENCE,
             training=dict(recipe=st.get("recipe_name"), deepmask_steps=dmst["step"],
                           sharpmask_steps=st["step"] if st["stage"] == "sharpmask" else 0,
-                          batch=st["recipe"]["batch"], runs=_history(dmst) + (_history(st) if st is not dmst and st["stage"] == "sharpmask" else []),
-                          state="first CPU-trained checkpoint (brief training, ~200 images); to be continued on a GPU"),
+                          batch=st["recipe"]["batch"], runs=runs, state=_proposal_state(runs)),
             weights_dtype=args.dtype.upper(),
         )
         p = os.path.join(args.out, "sharpmask.safetensors")

@@ -171,6 +171,23 @@ def test_resume_is_exact(tiny_env):
     assert torch.equal(_params(a.model), _params(b2.model))
 
 
+def test_resume_is_exact_with_workers(tiny_env):
+    # Batches made by worker processes: the stream depends on the step alone, so 2 + 2 steps
+    # with 2 workers equal 4 steps with 1 worker.
+    a = train.DeepMaskStage(_args(tiny_env / "a", 4, workers=1), TINY)
+    a.run_budget()
+    b1 = train.DeepMaskStage(_args(tiny_env / "b", 2, workers=2), TINY)
+    b1.run_budget()
+    b2 = train.DeepMaskStage(_args(tiny_env / "b", 4, workers=2), TINY)
+    b2.run_budget()
+    assert b2.step == 4 and a.prefetch is None and b2.prefetch is None
+    assert torch.equal(_params(a.model), _params(b2.model))
+    # and it is a different stream from the in-process sampler's
+    c = train.DeepMaskStage(_args(tiny_env / "c", 4), TINY)
+    c.run_budget()
+    assert not torch.equal(_params(a.model), _params(c.model))
+
+
 def test_loss_falls_on_fixed_batch(synth):
     torch.manual_seed(0)
     from export import build

@@ -14,14 +14,18 @@ every ``--ckpt-minutes`` and at the end (atomic write; each file < 16 MB is chec
 every ``--log-every`` steps to ``<run>/<stage>.log.jsonl`` and appends one row per run to
 tools/train/RUNS.md. ``--config`` picks the recipe (``light``: ResNet-18/4 trunk for a CPU;
 ``released``: the spec's ResNet-50 numbers, needs a GPU and an ImageNet trunk to be
-meaningful).
+meaningful). ``--device cuda`` trains the DeepMask and SharpMask stages on a GPU;
+``--workers N`` makes their patch batches in N processes ahead of the steps (a GPU step is far
+shorter than one batch of patch sampling).
 """
 from __future__ import annotations
 
 import argparse
+import collections
 import datetime as dt
 import json
 import math
+import multiprocessing
 import os
 import platform
 import signal
@@ -164,13 +168,61 @@ def load_checkpoint(path: str) -> dict:
 
 
 def rng_state(sampler) -> dict:
-    return dict(torch=torch.get_rng_state(), numpy=sampler.rng.bit_generator.state if sampler else None)
+    return dict(torch=torch.get_rng_state(), numpy=sampler.rng.bit_generator.state if sampler else None,
+                cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None)
 
 
 def set_rng_state(st: dict, sampler) -> None:
     torch.set_rng_state(st["torch"])
     if sampler is not None and st.get("numpy") is not None:
         sampler.rng.bit_generator.state = st["numpy"]
+    if st.get("cuda") is not None and torch.cuda.is_available() and len(st["cuda"]) <= torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(st["cuda"])
+
+
+# ----------------------------------------------------------------------------------------
+# patch batches made by worker processes
+
+_worker_sampler = None
+
+
+def _worker_init(images: list, sampler_args: dict) -> None:
+    global _worker_sampler
+    torch.set_num_threads(1)
+    _worker_sampler = PatchSampler(images, **sampler_args)
+
+
+def _worker_batch(seed: int, step: int, n: int, pos_frac: float) -> dict:
+    _worker_sampler.rng = np.random.default_rng([seed, step])
+    return {k: v.numpy() for k, v in _worker_sampler.batch(n, pos_frac).items()}
+
+
+class BatchPrefetcher:
+    """Patch batches made ahead by worker processes. The batch of step i comes from a sampler
+    whose RNG is seeded with (seed, i), so the stream depends on the step alone: a run resumed
+    at step i continues exactly as an uninterrupted one, whatever the number of workers (the
+    stream differs from the in-process sampler's, which draws from one running RNG)."""
+
+    def __init__(self, workers: int, images: list, sampler_args: dict, n: int, pos_frac: float, step: int):
+        self.pool = multiprocessing.get_context("spawn").Pool(workers, _worker_init, (images, sampler_args))
+        seed = sampler_args["seed"]
+        self.seed, self.n, self.pos_frac, self.step = seed, n, pos_frac, step
+        self.ahead = collections.deque()
+        for _ in range(2 * workers):
+            self._submit()
+
+    def _submit(self) -> None:
+        self.ahead.append(self.pool.apply_async(_worker_batch, (self.seed, self.step, self.n, self.pos_frac)))
+        self.step += 1
+
+    def get(self) -> dict:
+        b = self.ahead.popleft().get()
+        self._submit()
+        return {k: torch.from_numpy(v) for k, v in b.items()}
+
+    def close(self) -> None:
+        self.pool.terminate()
+        self.pool.join()
 
 
 def machine() -> str:
@@ -211,9 +263,18 @@ class Stage:
         self.log_path = os.path.join(self.run, f"{self.name}.log.jsonl")
         self.step = 0
         self.history = []
+        self.device = torch.device(getattr(args, "device", "cpu"))
+        self.prefetch = None
 
     # to implement: setup(fresh: bool) (setting self.model, self.opt, self.cfg), lr(),
-    # train_step() -> dict of floats
+    # train_step() -> dict of floats; patch stages also batch_spec() -> (n, pos_frac) and
+    # sampler_args (PatchSampler's keyword arguments)
+
+    def next_batch(self) -> dict:
+        """The step's patch batch on the training device."""
+        n, pos_frac = self.batch_spec()
+        b = self.prefetch.get() if self.prefetch is not None else self.sampler.batch(n, pos_frac)
+        return {k: v.to(self.device, non_blocking=True) for k, v in b.items()}
 
     def state(self):
         return dict(model=self.model.state_dict(), optim=self.opt.state_dict(), cfg=self.cfg)
@@ -235,8 +296,9 @@ class Stage:
             self.history = st.get("history", [])
             set_rng_state(st["rng"], getattr(self, "sampler", None))
             print(f"[{self.name}] resumed {self.ckpt} at step {self.step}", flush=True)
-        elif a.steps == 0:
-            pass
+        if getattr(a, "workers", 0):
+            n, pos_frac = self.batch_spec()
+            self.prefetch = BatchPrefetcher(a.workers, self.images, self.sampler_args, n, pos_frac, self.step)
         start_step, t0 = self.step, time.time()
         t_ckpt = t0
         acc: Dict[str, list] = {}
@@ -280,6 +342,9 @@ class Stage:
             log.write(json.dumps(rec) + "\n")
             last = rec if not last or len(next(iter(acc.values()))) >= 5 else last
         log.close()
+        if self.prefetch is not None:
+            self.prefetch.close()
+            self.prefetch = None
         for sig, h in old_handlers.items():
             signal.signal(sig, h)
         if recent:
@@ -310,12 +375,14 @@ class DeepMaskStage(Stage):
         torch.manual_seed(self.args.seed)
         self.cfg = model_config("deepmask", r)
         self.images = data.load_split("train")
-        self.sampler = PatchSampler(self.images, gSz=self.cfg["gSz"], paste_p=r["paste_p"],
-                                    q3_shift=r["q3_shift"], seed=self.args.seed)
+        self.sampler_args = dict(gSz=self.cfg["gSz"], paste_p=r["paste_p"], q3_shift=r["q3_shift"],
+                                 seed=self.args.seed)
+        self.sampler = PatchSampler(self.images, **self.sampler_args)
         self.model = build(self.cfg)
         if fresh:
             calib = self.sampler.batch(r["batch"], r["pos_frac"])["x"]
             init_deepmask(self.model, calib, self.args.seed)
+        self.model.to(self.device)
         self.model.train()
         self.opt = make_optimizer(r["optimizer"], self.model.parameters(), self.lr(), r["weight_decay"],
                                   r["momentum"])
@@ -323,9 +390,12 @@ class DeepMaskStage(Stage):
     def lr(self):
         return self.args.lr or self.r["lr"]
 
+    def batch_spec(self):
+        return self.r["batch"], self.r["pos_frac"]
+
     def train_step(self):
         r = self.r
-        b = self.sampler.batch(r["batch"], r["pos_frac"])
+        b = self.next_batch()
         out = self.model.forward_patch(b["x"])
         ml = self.model.upsample_mask(out["mask_logits"])
         L = losses.deepmask_joint_loss(ml, out["score_logits"], b["mask"], b["score"], b["pos"],
@@ -352,8 +422,9 @@ class SharpMaskStage(DeepMaskStage):
         torch.manual_seed(self.args.seed + 1)
         self.cfg = model_config("sharpmask", r)
         self.images = data.load_split("train")
-        self.sampler = PatchSampler(self.images, gSz=self.cfg["gSz"], paste_p=r["paste_p"],
-                                    q3_shift=r["q3_shift"], seed=self.args.seed + 1)
+        self.sampler_args = dict(gSz=self.cfg["gSz"], paste_p=r["paste_p"], q3_shift=r["q3_shift"],
+                                 seed=self.args.seed + 1)
+        self.sampler = PatchSampler(self.images, **self.sampler_args)
         self.model = build(self.cfg)
         if fresh:
             dm_path = os.path.join(self.run, "deepmask.pt")
@@ -363,6 +434,7 @@ class SharpMaskStage(DeepMaskStage):
             self.dm_step = dm["step"]
         for n, p in self.model.named_parameters():
             p.requires_grad_(n.startswith("refine."))
+        self.model.to(self.device)
         self.model.eval()  # frozen DeepMask part: no dropout; refine has none
         self.opt = make_optimizer(r["sm_optimizer"], self.model.refine.parameters(), self.lr(), 0.0,
                                   r["momentum"])
@@ -370,9 +442,12 @@ class SharpMaskStage(DeepMaskStage):
     def lr(self):
         return self.args.lr or self.r["sm_lr"]
 
+    def batch_spec(self):
+        return self.r["sm_batch"], 1.0
+
     def train_step(self):
         r = self.r
-        b = self.sampler.batch(r["sm_batch"], pos_frac=1.0)
+        b = self.next_batch()
         m = self.model
         with torch.no_grad():
             taps = m.trunk_taps(b["x"], patch=True)
@@ -425,6 +500,9 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=0, help="stop at this total step count (0: no limit)")
     ap.add_argument("--lr", type=float, default=0.0, help="override the recipe's learning rate")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (DeepMask and SharpMask stages)")
+    ap.add_argument("--workers", type=int, default=0,
+                    help="processes making the patch batches ahead (0: in the training process)")
     ap.add_argument("--seed", type=int, default=555)
     ap.add_argument("--log-every", type=int, default=20)
     ap.add_argument("--ckpt-minutes", type=float, default=5.0)
@@ -432,6 +510,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.stage == "multipathnet":
+        if args.device != "cpu" or args.workers:
+            ap.error("the multipathnet stage runs on the CPU, in one process (--device and --workers not supported)")
         from train_mpn import MultiPathNetStage
         STAGES["multipathnet"] = MultiPathNetStage
     st = STAGES[args.stage](args, RECIPES[args.config])
