@@ -66,7 +66,7 @@ def _proposal_state(runs: list) -> str:
     """What the proposal model's training was, from its runs' machines (train.machine())."""
     gpu = [r for r in runs if r["machine"] and not r["machine"].endswith("no GPU")]
     if not gpu:
-        return "first CPU-trained checkpoint (brief training, ~200 images); to be continued on a GPU"
+        return f"CPU-trained ({len(runs)} runs, ~200 images); to be continued on a GPU"
     return (f"trained on ~200 images: {len(runs) - len(gpu)} CPU run(s), then {len(gpu)} GPU run(s) "
             f"({gpu[-1]['machine'].rsplit(', ', 1)[-1]})")
 
