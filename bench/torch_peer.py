@@ -229,6 +229,10 @@ class Peer:
         runs = np.split(changes[:, 1], np.searchsorted(changes[:, 0], np.arange(1, len(cells))))
         mark("paste")
 
+        def result(instances: int) -> dict:
+            return dict(times=times, proposals=len(cells), cells=cells, instances=instances,
+                        runs=sum(len(x) for x in runs))
+
         objectness = torch.sigmoid(logits)
         if opt["mode"] == "proposals":
             keep = torch.nonzero(objectness >= opt["score_threshold"])[:, 0]
@@ -236,15 +240,14 @@ class Peer:
                 keep = keep[nms(boxes[keep], logits[keep], torch.zeros_like(keep), opt["nms_threshold"])]
             keep = keep[: int(opt["max_detections"])].cpu().numpy()
             mark("postprocess")
-            return dict(times=times, proposals=len(cells), cells=cells, instances=len(keep),
-                        runs=sum(len(x) for x in runs))
+            return result(len(keep))
 
         kept = [q for q in range(len(cells)) if area_host[q] > 0 and
                 (boxes_host[q, 2] - boxes_host[q, 0]) * (boxes_host[q, 3] - boxes_host[q, 1]) > 2]
         if not kept:
             mark("classify")
             mark("postprocess")
-            return dict(times=times, proposals=len(cells), cells=cells, instances=0, runs=sum(len(x) for x in runs))
+            return result(0)
         sp, ih, iw = multipathnet_scale(H, W, self.cc["test_scale"], self.cc["test_max_size"])
         x = resize(img, ih, iw)
         x = (x - torch.tensor(self.cc["mean"], device=dev).view(1, 3, 1, 1)) / \
@@ -280,8 +283,7 @@ class Peer:
         keep = keep[torch.argsort(scores[keep], descending=True, stable=True)][: int(opt["max_detections"])]
         instances = keep.cpu().numpy()
         mark("postprocess")
-        return dict(times=times, proposals=len(cells), cells=cells, instances=len(instances),
-                    runs=sum(len(x) for x in runs))
+        return result(len(instances))
 
 
 FOVEA_LINE = re.compile(r"^\s+(\S+)\s+(\S+)\s+([\d.]+) ms/image \(median of \d+\), (\d+) instances;(.*)$")

@@ -368,8 +368,7 @@ void print_layer_json(const std::vector<Layer> & layers) {
                     "\"w\": %lld, \"oc\": %lld, \"kh\": %lld, \"kw\": %lld, \"stride\": %lld, \"pad\": %lld, "
                     "\"dilation\": 1, \"groups\": 1, \"oh\": %lld, \"ow\": %lld, \"count\": %d, \"gflop\": %.6f}%s\n",
                     l.net.c_str(), (long long)l.size, json_escape(l.name).c_str(), (long long)l.n, (long long)l.c,
-                    (long long)l.h,
-                    (long long)l.w, (long long)l.oc, (long long)l.k, (long long)l.k, (long long)l.stride,
+                    (long long)l.h, (long long)l.w, (long long)l.oc, (long long)l.k, (long long)l.k, (long long)l.stride,
                     (long long)l.pad, (long long)l.oh(), (long long)l.ow(), l.count, l.gflop(),
                     i + 1 < layers.size() ? "," : "");
     }
@@ -417,8 +416,7 @@ int run_cuda(const std::vector<Layer> & layers, int repeats_opt, const std::stri
             std::sort(ms.begin(), ms.end());
             const double med = ms[ms.size() / 2];
             std::printf("%-16s %-24s %-26s %2d %7.3f %8.4f %4d %8.2f\n", l.tag().c_str(), l.name.c_str(),
-                        l.shape().c_str(),
-                        l.count, l.gflop(), med, repeats, l.gflop() / med);
+                        l.shape().c_str(), l.count, l.gflop(), med, repeats, l.gflop() / med);
             std::fflush(stdout);
             net_ms[l.tag()] += med * l.count;
             net_gflop[l.tag()] += l.gflop() * l.count;
@@ -697,8 +695,7 @@ int main(int argc, char ** argv) {
         char frac[16] = "-";
         if (peak_all > 0) std::snprintf(frac, sizeof frac, "%.1f", 100.0 * r.gflops / peak_all);
         std::printf("%-16s %-24s %-26s %2d %7.3f %8.3f %3d %7.1f %6s %4.0f%%\n", l.tag().c_str(), l.name.c_str(),
-                    l.shape().c_str(),
-                    l.count, l.gflop(), r.ms, r.repeats, r.gflops, frac, 100.0 * r.utilisation);
+                    l.shape().c_str(), l.count, l.gflop(), r.ms, r.repeats, r.gflops, frac, 100.0 * r.utilisation);
         std::fflush(stdout);
         net_ms[l.tag()] += r.ms * l.count;
         net_gflop[l.tag()] += l.gflop() * l.count;
@@ -737,8 +734,8 @@ int main(int argc, char ** argv) {
             const Result & r = results[i];
             const Layer & l = r.layer;
             f << "    {\"net\": \"" << l.net << "\", \"size\": " << l.size << ", \"layer\": \"" << json_escape(l.name)
-              << "\", \"n\": " << l.n
-              << ", \"c\": " << l.c << ", \"h\": " << l.h << ", \"w\": " << l.w << ", \"oc\": " << l.oc << ", \"oh\": " << l.oh()
+              << "\", \"n\": " << l.n << ", \"c\": " << l.c << ", \"h\": " << l.h << ", \"w\": " << l.w
+              << ", \"oc\": " << l.oc << ", \"oh\": " << l.oh()
               << ", \"ow\": " << l.ow() << ", \"k\": " << l.k << ", \"stride\": " << l.stride << ", \"pad\": " << l.pad
               << ", \"count\": " << l.count << ", \"gflop\": " << l.gflop() << ", \"ms\": " << r.ms
               << ", \"repeats\": " << r.repeats << ", \"gflops\": " << r.gflops

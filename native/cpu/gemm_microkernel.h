@@ -27,9 +27,9 @@ using TileFn = void (*)(int64_t kc, const float * a, int64_t lda, const int64_t 
 enum AMode { kRowMajor, kKMajor, kOffsets };
 
 // C[M x n] (+)= A[M x kc] * B[kc x n] (NVA vectors, n columns valid). A is
-// read in place (see AMode; a_rows has M entries in kOffsets mode). B is a packed panel [kc][NV*W], or with
-// IN_PLACE read where it lies, B(k, j) = b[b_offsets[k] + j] (unaligned,
-// nothing read past column n). The M x NVA accumulators stay in registers.
+// read in place (see AMode; a_rows has M entries in kOffsets mode). B is a
+// packed panel [kc][NV*W], or with IN_PLACE read where it lies, B(k, j) =
+// b[b_offsets[k] + j] (unaligned, nothing read past column n). The M x NVA accumulators stay in registers.
 template <class Isa, int NV, int A_MODE, bool IN_PLACE, int M, int NVA>
 void tile(int64_t kc, const float * __restrict a, int64_t lda, const int64_t * __restrict a_offsets,
           const int64_t * __restrict a_rows, const float * __restrict b, const int64_t * __restrict b_offsets,
