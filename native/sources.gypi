@@ -15,6 +15,7 @@
       'native/cpu/backend.cc',
       'native/cpu/batchnorm.cc',
       'native/cpu/conv.cc',
+      'native/cpu/conv_winograd.cc',
       'native/cpu/elementwise.cc',
       'native/cpu/gemm.cc',
       'native/cpu/gemm_avx2.cc',

@@ -296,6 +296,7 @@ Result run_layer(const Layer & l, int repeats_opt, int threads, cpu::ConvAlgo al
     p.stride_h = p.stride_w = int(l.stride);
     p.pad_top = p.pad_left = p.pad_bottom = p.pad_right = int(l.pad);
     p.activation = Activation::Relu;
+    if (algo == cpu::ConvAlgo::Winograd && !cpu::conv2d_winograd_applies(w.shape(), p)) algo = cpu::ConvAlgo::Auto;
     // Warm-up for at least 0.2 s: pages in the buffers, fills the allocator
     // cache, and gives the scheduler time to spread the pool's threads over
     // the cores (right after other threads ran, two may share one core).
@@ -525,7 +526,8 @@ void usage() {
         "  --repeats N    timed runs per layer after >= 0.2 s of warm-up (default: ~1 s per layer, 3..200)\n"
         "  --threads N    worker threads, including the caller (sets FOVEA_NUM_THREADS; default: all)\n"
         "  --isa I        scalar | avx2 | avx512 (default: the best this CPU has)\n"
-        "  --algo A       auto | shifted | im2col | im2col-merged | channels-last: how conv2d maps onto the GEMM (default auto)\n"
+        "  --algo A       auto | shifted | im2col | im2col-merged | channels-last | winograd: how conv2d maps onto the\n"
+        "                 GEMM (default auto; winograd only where it applies, auto elsewhere)\n"
         "  --json FILE    also write the results as JSON\n"
         "  --no-peak      skip the FMA peak measurement (fractions of peak are then omitted)\n"
         "  --list-json    print the selected layers as JSON (for bench/conv-peer.mjs) and exit\n"
@@ -643,8 +645,10 @@ int main(int argc, char ** argv) {
     else if (algo_arg == "im2col") algo = cpu::ConvAlgo::Im2col;
     else if (algo_arg == "im2col-merged") algo = cpu::ConvAlgo::Im2colMerged;
     else if (algo_arg == "channels-last") algo = cpu::ConvAlgo::ChannelsLast;
+    else if (algo_arg == "winograd") algo = cpu::ConvAlgo::Winograd;
     else {
-        std::fprintf(stderr, "fovea_bench: --algo must be auto, shifted, im2col, im2col-merged or channels-last\n");
+        std::fprintf(stderr,
+                     "fovea_bench: --algo must be auto, shifted, im2col, im2col-merged, channels-last or winograd\n");
         return 2;
     }
     const int pool_threads = default_thread_pool().size();

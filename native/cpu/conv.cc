@@ -36,19 +36,21 @@
 #include <string>
 #include <vector>
 
+#include "core/error.h"
 #include "core/op_shapes.h"
 #include "core/thread_pool.h"
+#include "cpu/conv_internal.h"
 #include "cpu/gemm_kernels.h"
 #include "cpu/ops.h"
 
 namespace fovea::cpu {
 
-namespace {
+using conv_detail::channels_last_input;
+using conv_detail::channels_last_output;
+using conv_detail::channels_last_pitch;
+using conv_detail::ConvDims;
 
-struct ConvDims {
-    int64_t n, groups, cg, ocg, h, w, oh, ow;
-    int64_t k;  // Cg * KH * KW
-};
+namespace {
 
 // Phase planes of the zero-padded input for the shifted path: phase (py, px)
 // of channel c is padded(x)[c][qy * sh + py][qx * sw + px] over (qy, qx).
@@ -169,10 +171,30 @@ bool channels_last_pays(const ConvDims & d, int64_t taps, bool constant_weights)
     return plane < 100 && d.k >= 256;
 }
 
-// Channels last before merged im2col: on MultiPathNet's tower (100 ROIs of
-// 14x14 and 7x7, 256 and 512 channels) it reached 203-215 GFLOP/s where the
-// merged im2col reached 174-186 (2 threads, dev VM).
-ConvAlgo choose_algo(const ConvDims & d, const Conv2dParams & p, int64_t taps, bool constant_weights) {
+// Winograd's F(4x4, 3x3), measured against the other paths on 2 threads of
+// the EPYC dev machine (fovea_bench --algo winograd, alternating runs): 2.3-3x
+// faster on ResNet-50, VGG-16 and ResNet-18 3x3 layers of 64 to 512 channels
+// at 224x224 and MultiPathNet's tower, 1.2-2.5x at 800x800 (least on VGG's
+// 64- and 128-channel 400x400 and 800x800 maps, where the transforms move as
+// many bytes as the product does arithmetic); 0.6-0.75x of the time on 32 to
+// 128 channels over 12x12 to 160x160, about even on 16 channels, 2-3x slower
+// on 3 or 8 (whole vectors of channels are what the transforms vectorise).
+// Outputs in tiles of 4x4 that are mostly padding (1x1, 2x2) waste the gain.
+// Its weights are transformed once, so they must be constant.
+bool winograd_pays(const ConvDims & d, const Conv2dParams & p, const Shape & w_shape, bool constant_weights) {
+    if (!constant_weights || !conv2d_winograd_applies(w_shape, p)) return false;
+    if (d.cg % 16 != 0 || d.ocg % 16 != 0 || d.cg < 32 || d.ocg < 32) return false;
+    const int64_t tiled = (d.oh + 3) / 4 * 4 * ((d.ow + 3) / 4 * 4);
+    return tiled <= 2 * d.oh * d.ow;
+}
+
+// Winograd first where it applies; then channels last before merged im2col:
+// on MultiPathNet's tower (100 ROIs of 14x14 and 7x7, 256 and 512 channels)
+// it reached 203-215 GFLOP/s where the merged im2col reached 174-186 (2
+// threads, dev VM).
+ConvAlgo choose_algo(const ConvDims & d, const Conv2dParams & p, const Shape & w_shape, bool constant_weights) {
+    const int64_t taps = w_shape[2] * w_shape[3];
+    if (winograd_pays(d, p, w_shape, constant_weights)) return ConvAlgo::Winograd;
     if (channels_last_pays(d, taps, constant_weights)) return ConvAlgo::ChannelsLast;
     if (d.n > 1 && d.oh * d.ow < kMergeBelowPixels) return ConvAlgo::Im2colMerged;
     const int64_t pitch = shifted_pitch(d, p);
@@ -197,6 +219,10 @@ void add_residual(float * y, const float * residual, float scale, int64_t n, Act
 float residual_scale_of(const Tensor & residual_scale, int64_t o) {
     return residual_scale.defined() ? residual_scale.f32()[o] : 1.0f;
 }
+
+}  // namespace
+
+namespace conv_detail {
 
 // Floats from one pixel to the next in the channels-last image: the channel
 // count, plus one cache line where pixels would otherwise lie a multiple of
@@ -231,6 +257,31 @@ Tensor channels_last_input(const Tensor & x, const ConvDims & d, const Conv2dPar
     });
     return xin;
 }
+
+void channels_last_output(const Tensor & yt, const ConvDims & d, Activation act, const Tensor & residual,
+                          const Tensor & residual_scale, Tensor & y) {
+    constexpr int64_t kPixels = 64;
+    const int64_t oc = d.groups * d.ocg, pixels = d.oh * d.ow;
+    const int64_t chunks = (pixels + kPixels - 1) / kPixels;
+    const float * src = yt.f32();
+    float * dst = y.f32();
+    parallel_for(d.n * chunks, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t t = begin; t < end; t++) {
+            const int64_t img = t / chunks, p0 = t % chunks * kPixels, len = std::min(kPixels, pixels - p0);
+            float * out = dst + img * oc * pixels + p0;
+            transpose(src + (img * pixels + p0) * oc, oc, len, oc, out, pixels);
+            if (!residual.defined()) continue;
+            const float * res = residual.f32() + img * oc * pixels + p0;
+            for (int64_t o = 0; o < oc; o++) {
+                add_residual(out + o * pixels, res + o * pixels, residual_scale_of(residual_scale, o), len, act);
+            }
+        }
+    });
+}
+
+}  // namespace conv_detail
+
+namespace {
 
 // The weights as the B operand of the channels-last product, B(k, oc) =
 // w[g][oc][c][tap] with k = tap * Cg + c (see conv_channels_last), for each
@@ -306,23 +357,7 @@ Tensor conv_channels_last(const Tensor & x, const Tensor & w, const Tensor & bia
         pr.add_gs = d.ocg;
     }
     packed::run(pr);
-    constexpr int64_t kPixels = 64;
-    const int64_t chunks = (pixels + kPixels - 1) / kPixels;
-    const float * src = yt.f32();
-    float * dst = y.f32();
-    parallel_for(d.n * chunks, 1, [&](int64_t begin, int64_t end) {
-        for (int64_t t = begin; t < end; t++) {
-            const int64_t img = t / chunks, p0 = t % chunks * kPixels, len = std::min(kPixels, pixels - p0);
-            float * out = dst + img * oc * pixels + p0;
-            transpose(src + (img * pixels + p0) * oc, oc, len, oc, out, pixels);
-            if (!residual.defined()) continue;
-            const float * res = residual.f32() + img * oc * pixels + p0;
-            for (int64_t o = 0; o < oc; o++) {
-                add_residual(out + o * pixels, res + o * pixels, residual_scale_of(residual_scale, o), len,
-                             p.activation);
-            }
-        }
-    });
+    channels_last_output(yt, d, p.activation, residual, residual_scale, y);
     return y;
 }
 
@@ -345,8 +380,16 @@ Tensor conv2d(const Tensor & x, const Tensor & w, const Tensor & bias, const Con
     d.oh = out[2];
     d.ow = out[3];
     d.k = d.cg * w.dim(2) * w.dim(3);
-    if (algo == ConvAlgo::Auto) algo = choose_algo(d, p, w.dim(2) * w.dim(3), w.is_constant());
+    if (algo == ConvAlgo::Auto) algo = choose_algo(d, p, w.shape(), w.is_constant());
     if (algo == ConvAlgo::ChannelsLast) return conv_channels_last(x, w, bias, p, d, residual, residual_scale, y);
+    if (algo == ConvAlgo::Winograd) {
+        FOVEA_CHECK_INPUT(conv2d_winograd_applies(w.shape(), p),
+                          "conv2d: the Winograd algorithm takes 3x3 kernels at stride 1 with no dilation and one "
+                          "group, not " << shape_str(w.shape()) << " at stride " << p.stride_h << "x" << p.stride_w
+                                        << ", dilation " << p.dilation_h << "x" << p.dilation_w << ", groups "
+                                        << p.groups);
+        return conv_detail::conv_winograd(x, w, bias, p, d, residual, residual_scale, y);
+    }
 
     const int64_t kh = w.dim(2), kw = w.dim(3);
     const int64_t out_plane = d.oh * d.ow;

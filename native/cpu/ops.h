@@ -8,15 +8,18 @@
 
 namespace fovea::cpu {
 
-// How conv2d maps onto the GEMM (conv.cc explains each); Auto picks per
-// layer. Tests and benchmarks force one to check each against the others.
-enum class ConvAlgo { Auto, Shifted, Im2col, Im2colMerged, ChannelsLast };
+// How conv2d maps onto the GEMM (conv.cc and conv_winograd.cc explain
+// each); Auto picks per layer. Tests and benchmarks force one to check each
+// against the others. Winograd takes only what conv2d_winograd_applies to.
+enum class ConvAlgo { Auto, Shifted, Im2col, Im2colMerged, ChannelsLast, Winograd };
 // With `residual` (shaped as the output): act(conv + bias + residual_scale *
 // residual), residual_scale [OC] or undefined (1), the addition done where
 // each output is stored.
 Tensor conv2d(const Tensor & x, const Tensor & w, const Tensor & bias, const Conv2dParams & p,
               ConvAlgo algo = ConvAlgo::Auto, const Tensor & residual = Tensor(),
               const Tensor & residual_scale = Tensor());                                           // conv.cc
+// 3x3 kernels at stride 1, no dilation, one group.
+bool conv2d_winograd_applies(const Shape & w_shape, const Conv2dParams & p);                   // conv_winograd.cc
 Tensor gemm(const Tensor & a, const Tensor & b, const Tensor & c, const GemmParams & p);          // gemm.cc
 Tensor linear(const Tensor & x, const Tensor & w, const Tensor & bias, Activation act);           // gemm.cc
 Tensor max_pool2d(const Tensor & x, const Pool2dParams & p);                                      // pool.cc

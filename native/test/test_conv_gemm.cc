@@ -186,11 +186,13 @@ void check_conv_cases(const std::vector<ConvCase> & cases) {
         }
         for_each_isa([&](CpuIsa isa) {
             for (cpu::ConvAlgo algo : {cpu::ConvAlgo::Shifted, cpu::ConvAlgo::Im2col, cpu::ConvAlgo::Im2colMerged,
-                                       cpu::ConvAlgo::ChannelsLast}) {
+                                       cpu::ConvAlgo::ChannelsLast, cpu::ConvAlgo::Winograd}) {
+                if (algo == cpu::ConvAlgo::Winograd && !cpu::conv2d_winograd_applies(w.shape(), cc.p)) continue;
                 const char * algo_name = algo == cpu::ConvAlgo::Shifted         ? "shifted"
                                          : algo == cpu::ConvAlgo::Im2col        ? "im2col"
                                          : algo == cpu::ConvAlgo::Im2colMerged ? "im2col over the batch"
-                                                                                : "channels last";
+                                         : algo == cpu::ConvAlgo::ChannelsLast ? "channels last"
+                                                                                : "winograd";
                 expect_close(cpu::conv2d(x, w, b, cc.p, algo), expected,
                              std::string(cc.name) + " on " + cpu_isa_name(isa) + ", " + algo_name);
                 expect_close(cpu::conv2d(x, w, b, cc.p, algo, residual), expected_res,
