@@ -3,7 +3,9 @@
 // which fp32 accumulation over K <= ~5000 terms meets with a wide margin
 // (about K * 2^-48 in the worst case) while any indexing or packing bug
 // gives nmse of order 1e-3 or more.
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <functional>
 #include <limits>
 #include <sstream>
@@ -295,7 +297,36 @@ FOVEA_TEST(conv2d_larger_layers) {
         {"3x3 32->48 on a batch of 5 5x5 maps", 5, 32, 5, 5, 48, 3, 3, conv_params(1, 1, 1, 1, Activation::Relu),
          true},
         {"3x3/2 48->32 on a batch of 3 9x9 maps", 3, 48, 9, 9, 32, 3, 3, conv_params(2, 1), true},
+        // Winograd by default: 528 tiles of 4x4 over two chunks of tiles,
+        // the second starting inside the last image; 45 is no multiple of 4.
+        {"3x3 32->32 on a batch of 4 45x43 maps", 4, 32, 45, 43, 32, 3, 3, conv_params(1, 1, 1, 1, Activation::Relu),
+         true},
     });
+}
+
+// Winograd's transforms scale values by up to 8 (outputs) and 1/24
+// (weights), so it rounds more than the direct product: on network-like data
+// (post-ReLU inputs, He-initialised weights) its error must stay far below
+// what inference notices, and is printed next to the direct path's.
+FOVEA_TEST(conv2d_winograd_error_on_network_layers) {
+    struct Layer {
+        int64_t c, oc, size;
+    };
+    uint64_t seed = 900;
+    for (const Layer & l : {Layer{64, 64, 28}, Layer{256, 256, 14}}) {
+        Tensor x = random_tensor({1, l.c, l.size, l.size}, seed++, -1.0f, 1.0f);
+        for (int64_t i = 0; i < x.numel(); i++) x.f32()[i] = std::max(x.f32()[i], 0.0f);
+        const float he = std::sqrt(6.0f / float(l.c * 9));  // uniform with He's variance
+        const Tensor w = random_tensor({l.oc, l.c, 3, 3}, seed++, -he, he);
+        w.mark_constant();
+        const Conv2dParams p = conv_params(1, 1);
+        const Tensor expected = ref_conv2d(x, w, Tensor(), p);
+        const double direct = nmse(cpu::conv2d(x, w, Tensor(), p, cpu::ConvAlgo::ChannelsLast), expected);
+        const double winograd = nmse(cpu::conv2d(x, w, Tensor(), p, cpu::ConvAlgo::Winograd), expected);
+        std::printf("     3x3 %lld->%lld on %lldx%lld: nmse winograd %.2g, channels last %.2g\n", (long long)l.c,
+                    (long long)l.oc, (long long)l.size, (long long)l.size, winograd, direct);
+        EXPECT_TRUE(winograd < 1e-10);
+    }
 }
 
 FOVEA_TEST(transpose_blocks_and_edges) {
@@ -354,6 +385,10 @@ FOVEA_TEST(conv2d_bad_inputs_throw) {
     EXPECT_THROWS_CODE(cpu::conv2d(x, w, random_tensor({5}, 6), ok), ErrorCode::Input);
     EXPECT_THROWS_CODE(cpu::conv2d(x, w, random_tensor({6, 1}, 7), ok), ErrorCode::Input);
     EXPECT_THROWS_CODE(cpu::conv2d(x, random_tensor({6, 4, 11, 11}, 8), Tensor(), ok), ErrorCode::Input);
+    // Winograd asked for where it does not apply: stride 2, a 1x1 kernel.
+    EXPECT_THROWS_CODE(cpu::conv2d(x, w, Tensor(), conv_params(2, 1), cpu::ConvAlgo::Winograd), ErrorCode::Input);
+    EXPECT_THROWS_CODE(cpu::conv2d(x, random_tensor({6, 4, 1, 1}, 9), Tensor(), conv_params(1, 0), cpu::ConvAlgo::Winograd),
+                       ErrorCode::Input);
     // A residual not shaped as the output [1, 6, 8, 8].
     EXPECT_THROWS_CODE(cpu::conv2d(x, w, Tensor(), ok, cpu::ConvAlgo::Auto, random_tensor({1, 6, 8, 7}, 10)),
                        ErrorCode::Input);
