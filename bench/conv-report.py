@@ -27,18 +27,31 @@ L = [
     f"[cpu-conv-{date}.log](cpu-conv-{date}.log); raw: [json](cpu-conv-{date}.json).\n",
     "All conv layers of one forward pass (each shape's median x its count): "
     + ", ".join(f"{k} {v:.1f} ms" for k, v in totals.items()) + ".\n",
-    "The 3x3 layers (median ms; % of the 2-thread peak). `conv2d` chose the channels-last path for 3x3 outputs up "
-    "to 64x64 pixels (the weights are constant, as a model's), shifted windows or im2col above. The multipathnet "
-    "tower layers are one batch of 100 ROI-pooled maps (segment()'s default number of proposals).\n",
+    "The 3x3 layers (median ms; % of the 2-thread peak). `conv2d` chose Winograd's F(4x4, 3x3) for the stride-1 "
+    "layers of 32 or more channels (`*` below; their GFLOP/s count the direct convolution's multiply-adds, so they "
+    "exceed the peak), the channels-last path for the other 3x3 outputs up to 64x64 pixels (the weights are "
+    "constant, as a model's), shifted windows or im2col above. The multipathnet tower layers are one batch of 100 "
+    "ROI-pooled maps (segment()'s default number of proposals).\n",
     "| net/size | layer | shape | ms | GFLOP/s | % peak |",
     "|---|---|---|---|---|---|",
 ]
+def winograd(l):
+    """Whether conv2d's automatic choice was Winograd (native/cpu/conv.cc, winograd_pays)."""
+    k = l.get("k", l.get("kh"))  # fovea_bench's rows have k, the peer's kh and kw
+    tiled = -(-l["oh"] // 4) * 4 * (-(-l["ow"] // 4) * 4)
+    return (k == 3 and l["stride"] == 1 and l["c"] % 16 == 0 and l["oc"] % 16 == 0 and min(l["c"], l["oc"]) >= 32
+            and tiled <= 2 * l["oh"] * l["ow"])
+
+
 for l in b["layers"]:
     if l["k"] == 3:
         batch = f"{l['n']}x" if l.get("n", 1) > 1 else ""
-        L.append(f"| {l['net']}/{l['size']} | {l['layer']} | {batch}{l['c']}x{l['h']}² → {l['oc']}x{l['oh']}² /{l['stride']} | "
+        mark = " *" if winograd(l) else ""
+        L.append(f"| {l['net']}/{l['size']} | {l['layer']}{mark} | {batch}{l['c']}x{l['h']}² → {l['oc']}x{l['oh']}² /{l['stride']} | "
                  f"{l['ms']:.2f} | {l['gflops']:.0f} | {100 * l['fraction_of_peak']:.0f}% |")
 rows = p["rows"]
+err_winograd = max((r["maxRelErr"] for r in rows if winograd(r)), default=0.0)
+err_direct = max((r["maxRelErr"] for r in rows if not winograd(r)), default=0.0)
 faster = sum(1 for r in rows if r["ratio"] <= 1.0)
 beyond = [r for r in rows if r["ratio"] > 1.05]
 L += [
@@ -54,7 +67,8 @@ L += [
     "onnxruntime, repeat by repeat, with onnxruntime's spinning off (its default spin after each run took fovea's cores "
     "when interleaved; fovea's pool spins at most 50 us), so load from other tenants of this shared VM falls on both "
     f"alike; each layer keeps the lowest median over {p.get('rounds', 1)} rounds of 9 runs after one warm-up (spreads in "
-    f"the json); outputs agree to ≤ 5e-7 relative. Full output: [log](cpu-conv-peer-ort-{date}.log).\n",
+    f"the json); outputs agree to ≤ {err_direct:.1e} of the largest output (≤ {err_winograd:.1e} on the Winograd "
+    f"layers). Full output: [log](cpu-conv-peer-ort-{date}.log).\n",
     f"**Geometric mean of the time ratio fovea/onnxruntime over the {len(rows)} layers: {p['geomeanRatio']:.2f}** "
     f"(>1: fovea slower). fovea is as fast or faster on {faster} of {len(rows)} layers; slower by more than 5% on "
     f"{len(beyond)}" + (": " + ", ".join(f"{r['net']} {r['name']} {r['ratio']:.2f}" for r in beyond) if beyond else "") + ".\n",
@@ -62,7 +76,8 @@ L += [
     "|---|---|---|---|---|",
 ]
 for r in rows:
-    L.append(f"| {r['net']} | {r['name']} | {r['foveaMs']:.2f} | {r['ortMs']:.2f} | {r['ratio']:.2f} |")
+    mark = " *" if winograd(r) else ""
+    L.append(f"| {r['net']} | {r['name']}{mark} | {r['foveaMs']:.2f} | {r['ortMs']:.2f} | {r['ratio']:.2f} |")
 L += [
     "",
     "Issue 3's goal (no slower than onnxruntime on every layer) is **not met** while the ratio above exceeds 1 on any "

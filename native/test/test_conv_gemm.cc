@@ -387,8 +387,8 @@ FOVEA_TEST(conv2d_bad_inputs_throw) {
     EXPECT_THROWS_CODE(cpu::conv2d(x, random_tensor({6, 4, 11, 11}, 8), Tensor(), ok), ErrorCode::Input);
     // Winograd asked for where it does not apply: stride 2, a 1x1 kernel.
     EXPECT_THROWS_CODE(cpu::conv2d(x, w, Tensor(), conv_params(2, 1), cpu::ConvAlgo::Winograd), ErrorCode::Input);
-    EXPECT_THROWS_CODE(cpu::conv2d(x, random_tensor({6, 4, 1, 1}, 9), Tensor(), conv_params(1, 0), cpu::ConvAlgo::Winograd),
-                       ErrorCode::Input);
+    const Tensor w1x1 = random_tensor({6, 4, 1, 1}, 9);
+    EXPECT_THROWS_CODE(cpu::conv2d(x, w1x1, Tensor(), conv_params(1, 0), cpu::ConvAlgo::Winograd), ErrorCode::Input);
     // A residual not shaped as the output [1, 6, 8, 8].
     EXPECT_THROWS_CODE(cpu::conv2d(x, w, Tensor(), ok, cpu::ConvAlgo::Auto, random_tensor({1, 6, 8, 7}, 10)),
                        ErrorCode::Input);
