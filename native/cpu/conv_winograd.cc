@@ -37,9 +37,9 @@ constexpr int64_t kWindow = kTile + 2;          // inputs per tile side
 constexpr int64_t kPoints = kWindow * kWindow;  // one GEMM each
 constexpr int kLanes = 16;                      // channels per transform step
 
-// V and M of one chunk of tiles together stay under this many floats (4 MB,
-// which measured best against 1 and 8 MB on VGG-16 and ResNet-50 layers at
-// 800x800, 2 threads, dev VM: the chunk stays in L2 and L3 between phases).
+// V and M of one chunk of tiles together stay under this many floats (4 MB).
+// On VGG-16 and ResNet-50 layers at 800x800 (2 threads, dev VM), 16 MB was
+// up to 25% slower on 64-channel maps, 1 MB slower there too, and 8 MB even.
 constexpr int64_t kChunkFloats = int64_t(1) << 20;
 // Fewer tiles per chunk would reread the transformed weights too often.
 constexpr int64_t kMinChunkTiles = 64;
