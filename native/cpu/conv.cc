@@ -178,9 +178,9 @@ bool channels_last_pays(const ConvDims & d, int64_t taps, bool constant_weights)
 // Winograd's F(4x4, 3x3), measured against the other paths on 2 threads of
 // the EPYC dev machine (fovea_bench --algo winograd, alternating runs): 2.3-3x
 // faster on ResNet-50, VGG-16 and ResNet-18 3x3 layers of 64 to 512 channels
-// at 224x224 and MultiPathNet's tower, 1.2-2.5x at 800x800 (least on VGG's
-// 64- and 128-channel 400x400 and 800x800 maps, where the transforms move as
-// many bytes as the product does arithmetic); 0.6-0.75x of the time on 32 to
+// at 224x224 and MultiPathNet's tower, 1.0-2.5x at 800x800 (least on the
+// 64- and 128-channel maps of 200x200 and larger, where the transforms move
+// as many bytes as the product does arithmetic); 0.6-0.75x of the time on 32 to
 // 128 channels over 12x12 to 160x160, about even on 16 channels, 2-3x slower
 // on 3 or 8 (whole vectors of channels are what the transforms vectorise).
 // Outputs in tiles of 4x4 that are mostly padding (1x1, 2x2) waste the gain.

@@ -241,17 +241,17 @@ Tensor conv_winograd(const Tensor & x, const Tensor & w, const Tensor & bias, co
 
     // Padded further at the bottom and right so that every tile's window
     // lies inside the copy (outputs past the image are computed, then dropped).
+    const int64_t hp = tiling.rows * kTile + 2, wp = tiling.cols * kTile + 2;
     Conv2dParams window_pad = p;
-    window_pad.pad_bottom = int(tiling.rows * kTile + 2 - d.h - p.pad_top);
-    window_pad.pad_right = int(tiling.cols * kTile + 2 - d.w - p.pad_left);
+    window_pad.pad_bottom = int(hp - d.h - p.pad_top);
+    window_pad.pad_right = int(wp - d.w - p.pad_left);
     const Tensor xin = channels_last_input(x, d, window_pad);
     const int64_t x_pitch = channels_last_pitch(channels);
-    const int64_t wp = d.w + p.pad_left + window_pad.pad_right, hp = d.h + p.pad_top + window_pad.pad_bottom;
     const std::shared_ptr<const Tensor> u = winograd_weights(w, d, kn);
 
     // V's rows are read by several register-tile rows at once: the same
     // padding against cache-set conflicts as the channels-last input.
-    const int64_t v_pitch = channels_last_pitch(channels);
+    const int64_t v_pitch = x_pitch;
     const int64_t chunk = std::min(tiles, std::max(kMinChunkTiles, kChunkFloats / (kPoints * (v_pitch + oc))));
     Tensor v = Tensor::empty({kPoints, chunk, v_pitch});
     Tensor m = Tensor::empty({kPoints, chunk, oc});
