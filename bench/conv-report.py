@@ -27,31 +27,33 @@ L = [
     f"[cpu-conv-{date}.log](cpu-conv-{date}.log); raw: [json](cpu-conv-{date}.json).\n",
     "All conv layers of one forward pass (each shape's median x its count): "
     + ", ".join(f"{k} {v:.1f} ms" for k, v in totals.items()) + ".\n",
-    "The 3x3 layers (median ms; % of the 2-thread peak). `conv2d` chose Winograd's F(4x4, 3x3) for the stride-1 "
-    "layers of 32 or more channels (`*` below; their GFLOP/s count the direct convolution's multiply-adds, so they "
-    "exceed the peak), the channels-last path for the other 3x3 outputs up to 64x64 pixels (the weights are "
-    "constant, as a model's), shifted windows or im2col above. The multipathnet tower layers are one batch of 100 "
-    "ROI-pooled maps (segment()'s default number of proposals).\n",
+    "The 3x3 layers (median ms; % of the 2-thread peak). `*` marks the layers where `conv2d` chose Winograd (as "
+    "fovea_bench recorded): F(4x4, 3x3) at stride 1 on 32 or more channels, its four-phase form at stride 2 on 64 or "
+    "more input channels and 16 or more tiles of 4x4 outputs; their GFLOP/s count the direct convolution's "
+    "multiply-adds, so they may exceed the peak. Elsewhere the channels-last path for 3x3 outputs up to 64x64 pixels "
+    "(the weights are constant, as a model's), shifted windows or im2col above. The multipathnet tower layers are one "
+    "batch of 100 ROI-pooled maps (segment()'s default number of proposals).\n",
     "| net/size | layer | shape | ms | GFLOP/s | % peak |",
     "|---|---|---|---|---|---|",
 ]
-def winograd(l):
-    """Whether conv2d's automatic choice was Winograd (native/cpu/conv.cc, winograd_pays)."""
-    k = l.get("k", l.get("kh"))  # fovea_bench's rows have k, the peer's kh and kw
-    tiled = -(-l["oh"] // 4) * 4 * (-(-l["ow"] // 4) * 4)
-    return (k == 3 and l["stride"] == 1 and l["c"] % 16 == 0 and l["oc"] % 16 == 0 and min(l["c"], l["oc"]) >= 32
-            and tiled <= 2 * l["oh"] * l["ow"])
+# What conv2d ran on each layer, as fovea_bench recorded it (Auto's choice,
+# with constant weights as the peer benchmark's prepared ops have too).
+algo = {(l["net"], l["size"], l["layer"]): l["algo"] for l in b["layers"]}
+
+
+def winograd(net, size, name):
+    return algo[(net, size, name)] == "winograd"
 
 
 for l in b["layers"]:
     if l["k"] == 3:
         batch = f"{l['n']}x" if l.get("n", 1) > 1 else ""
-        mark = " *" if winograd(l) else ""
+        mark = " *" if winograd(l["net"], l["size"], l["layer"]) else ""
         L.append(f"| {l['net']}/{l['size']} | {l['layer']}{mark} | {batch}{l['c']}x{l['h']}² → {l['oc']}x{l['oh']}² /{l['stride']} | "
                  f"{l['ms']:.2f} | {l['gflops']:.0f} | {100 * l['fraction_of_peak']:.0f}% |")
 rows = p["rows"]
-err_winograd = max((r["maxRelErr"] for r in rows if winograd(r)), default=0.0)
-err_direct = max((r["maxRelErr"] for r in rows if not winograd(r)), default=0.0)
+err_winograd = max((r["maxRelErr"] for r in rows if winograd(r["net"], r["size"], r["name"])), default=0.0)
+err_direct = max((r["maxRelErr"] for r in rows if not winograd(r["net"], r["size"], r["name"])), default=0.0)
 faster = sum(1 for r in rows if r["ratio"] <= 1.0)
 beyond = [r for r in rows if r["ratio"] > 1.05]
 L += [
@@ -76,7 +78,7 @@ L += [
     "|---|---|---|---|---|",
 ]
 for r in rows:
-    mark = " *" if winograd(r) else ""
+    mark = " *" if winograd(r["net"], r["size"], r["name"]) else ""
     L.append(f"| {r['net']} | {r['name']}{mark} | {r['foveaMs']:.2f} | {r['ortMs']:.2f} | {r['ratio']:.2f} |")
 L += [
     "",

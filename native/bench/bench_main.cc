@@ -273,6 +273,7 @@ struct Result {
     int repeats;
     double gflops;
     double utilisation;  // process CPU time / (wall time x threads) over the timed runs
+    cpu::ConvAlgo algo;  // what ran: --algo, or what Auto picked
 };
 
 Tensor filled(const Shape & shape, uint64_t seed) {
@@ -297,6 +298,7 @@ Result run_layer(const Layer & l, int repeats_opt, int threads, cpu::ConvAlgo al
     p.pad_top = p.pad_left = p.pad_bottom = p.pad_right = int(l.pad);
     p.activation = Activation::Relu;
     if (algo == cpu::ConvAlgo::Winograd && !cpu::conv2d_winograd_applies(w.shape(), p)) algo = cpu::ConvAlgo::Auto;
+    if (algo == cpu::ConvAlgo::Auto) algo = cpu::conv2d_auto_algo(x, w, p);
     // Warm-up for at least 0.2 s: pages in the buffers, fills the allocator
     // cache, and gives the scheduler time to spread the pool's threads over
     // the cores (right after other threads ran, two may share one core).
@@ -323,7 +325,7 @@ Result run_layer(const Layer & l, int repeats_opt, int threads, cpu::ConvAlgo al
     std::sort(times.begin(), times.end());
     const double med = times.size() % 2 ? times[times.size() / 2]
                                         : 0.5 * (times[times.size() / 2 - 1] + times[times.size() / 2]);
-    return {l, med * 1e3, repeats, l.gflop() / med, util};
+    return {l, med * 1e3, repeats, l.gflop() / med, util, algo};
 }
 
 std::string cpu_model_name() {
@@ -639,14 +641,16 @@ int main(int argc, char ** argv) {
         if (cpu_isa() != want) std::fprintf(stderr, "fovea_bench: %s not supported here, using %s\n",
                                             isa_arg.c_str(), cpu_isa_name(cpu_isa()));
     }
-    cpu::ConvAlgo algo;
-    if (algo_arg == "auto") algo = cpu::ConvAlgo::Auto;
-    else if (algo_arg == "shifted") algo = cpu::ConvAlgo::Shifted;
-    else if (algo_arg == "im2col") algo = cpu::ConvAlgo::Im2col;
-    else if (algo_arg == "im2col-merged") algo = cpu::ConvAlgo::Im2colMerged;
-    else if (algo_arg == "channels-last") algo = cpu::ConvAlgo::ChannelsLast;
-    else if (algo_arg == "winograd") algo = cpu::ConvAlgo::Winograd;
-    else {
+    cpu::ConvAlgo algo = cpu::ConvAlgo::Auto;
+    bool algo_known = false;
+    for (cpu::ConvAlgo a : {cpu::ConvAlgo::Auto, cpu::ConvAlgo::Shifted, cpu::ConvAlgo::Im2col,
+                            cpu::ConvAlgo::Im2colMerged, cpu::ConvAlgo::ChannelsLast, cpu::ConvAlgo::Winograd}) {
+        if (algo_arg == cpu::conv_algo_name(a)) {
+            algo = a;
+            algo_known = true;
+        }
+    }
+    if (!algo_known) {
         std::fprintf(stderr,
                      "fovea_bench: --algo must be auto, shifted, im2col, im2col-merged, channels-last or winograd\n");
         return 2;
@@ -683,8 +687,8 @@ int main(int argc, char ** argv) {
         }
     }
 
-    std::printf("\n%-16s %-24s %-26s %2s %7s %8s %3s %7s %6s %5s\n", "net", "layer", "in -> out k/s", "#", "GFLOP",
-                "ms(med)", "rep", "GFLOP/s", "%peak", "util");
+    std::printf("\n%-16s %-24s %-26s %2s %7s %8s %3s %7s %6s %5s  %s\n", "net", "layer", "in -> out k/s", "#",
+                "GFLOP", "ms(med)", "rep", "GFLOP/s", "%peak", "util", "algo");
     std::vector<Result> results;
     std::map<std::string, double> net_ms, net_gflop;
     for (const Layer & l : layers) {
@@ -698,8 +702,9 @@ int main(int argc, char ** argv) {
         }
         char frac[16] = "-";
         if (peak_all > 0) std::snprintf(frac, sizeof frac, "%.1f", 100.0 * r.gflops / peak_all);
-        std::printf("%-16s %-24s %-26s %2d %7.3f %8.3f %3d %7.1f %6s %4.0f%%\n", l.tag().c_str(), l.name.c_str(),
-                    l.shape().c_str(), l.count, l.gflop(), r.ms, r.repeats, r.gflops, frac, 100.0 * r.utilisation);
+        std::printf("%-16s %-24s %-26s %2d %7.3f %8.3f %3d %7.1f %6s %4.0f%%  %s\n", l.tag().c_str(), l.name.c_str(),
+                    l.shape().c_str(), l.count, l.gflop(), r.ms, r.repeats, r.gflops, frac, 100.0 * r.utilisation,
+                    cpu::conv_algo_name(r.algo));
         std::fflush(stdout);
         net_ms[l.tag()] += r.ms * l.count;
         net_gflop[l.tag()] += l.gflop() * l.count;
@@ -744,7 +749,8 @@ int main(int argc, char ** argv) {
               << ", \"count\": " << l.count << ", \"gflop\": " << l.gflop() << ", \"ms\": " << r.ms
               << ", \"repeats\": " << r.repeats << ", \"gflops\": " << r.gflops
               << ", \"fraction_of_peak\": " << (peak_best > 0 ? r.gflops / peak_best : 0.0)
-              << ", \"cpu_utilisation\": " << r.utilisation << "}"
+              << ", \"cpu_utilisation\": " << r.utilisation << ", \"algo\": \"" << cpu::conv_algo_name(r.algo)
+              << "\"}"
               << (i + 1 < results.size() ? ",\n" : "\n");
         }
         f << "  ]\n}\n";

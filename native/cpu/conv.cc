@@ -28,8 +28,9 @@
 //   weights must be packed (kept with constant weights, see
 //   Tensor::derived) and both image and output transposed.
 //
-// - Winograd (ConvAlgo::Winograd, conv_winograd.cc): 3x3 stride-1 layers
-//   through F(4x4, 3x3), 36 GEMMs with a quarter of the multiply-adds.
+// - Winograd (ConvAlgo::Winograd, conv_winograd.cc): 3x3 layers through
+//   F(4x4, 3x3), 36 GEMMs with a quarter of the multiply-adds, or at
+//   stride 2 through its four phases, 81 GEMMs with 9/16 of them.
 //
 // Bias and activation run in the GEMM epilogue in every case but Winograd,
 // which adds them in its output transform.
@@ -185,11 +186,23 @@ bool channels_last_pays(const ConvDims & d, int64_t taps, bool constant_weights)
 // on 3 or 8 (whole vectors of channels are what the transforms vectorise).
 // Outputs in tiles of 4x4 that are mostly padding (1x1, 2x2) waste the gain.
 // Its weights are transformed once, so they must be constant.
+//
+// At stride 2 it saves less (81 products for 144, not 36) and its
+// transformed weights are 9 times the kernel's, reread for each chunk of
+// tiles: 0.72-0.94 of the time on the stride-2 layers of ResNet-50 and
+// MultiPathNet at 224 and 800 with 16 or more tiles (the tower's 400 tiles
+// included), 0.75-0.86 on 64 to 256 channels over 32x32 to 56x56; but 1.1-2x
+// on fewer than 16 tiles (ResNet-50's 512-channel 7x7 output: 1.8x), on
+// 512x512 channels with 16 tiles (1.1-1.2x: 85 MB of transformed weights),
+// on 32 input channels (1.0-1.5x), and on 10x10 outputs (1.1x: 12x12 tiled).
 bool winograd_pays(const ConvDims & d, const Conv2dParams & p, const Shape & w_shape, bool constant_weights) {
     if (!constant_weights || !conv2d_winograd_applies(w_shape, p)) return false;
     if (d.cg % 16 != 0 || d.ocg % 16 != 0 || d.cg < 32 || d.ocg < 32) return false;
-    const int64_t tiled = (d.oh + 3) / 4 * 4 * ((d.ow + 3) / 4 * 4);
-    return tiled <= 2 * d.oh * d.ow;
+    const int64_t tile_rows = (d.oh + 3) / 4, tile_cols = (d.ow + 3) / 4;
+    const int64_t tiled = tile_rows * tile_cols * 16, area = d.oh * d.ow;
+    if (p.stride_h == 1) return tiled <= 2 * area;
+    const int64_t tiles = d.n * tile_rows * tile_cols;
+    return d.cg >= 64 && 3 * tiled <= 4 * area && tiles >= 16 && (tiles >= 48 || d.cg * d.ocg <= 256 * 256);
 }
 
 // Winograd first where it applies; then channels last before merged im2col:
@@ -365,15 +378,8 @@ Tensor conv_channels_last(const Tensor & x, const Tensor & w, const Tensor & bia
     return y;
 }
 
-}  // namespace
-
-Tensor conv2d(const Tensor & x, const Tensor & w, const Tensor & bias, const Conv2dParams & p, ConvAlgo algo,
-              const Tensor & residual, const Tensor & residual_scale) {
-    const Shape out = conv2d_output_shape(x, w, bias, p);
-    if (residual.defined() || residual_scale.defined()) check_conv2d_residual(residual, residual_scale, out);
-    Tensor y = Tensor::empty(out);
-    if (y.numel() == 0) return y;
-
+// For arguments conv2d_output_shape accepted, `out` being its result.
+ConvDims conv_dims(const Tensor & x, const Tensor & w, const Conv2dParams & p, const Shape & out) {
     ConvDims d;
     d.n = out[0];
     d.groups = p.groups;
@@ -384,11 +390,41 @@ Tensor conv2d(const Tensor & x, const Tensor & w, const Tensor & bias, const Con
     d.oh = out[2];
     d.ow = out[3];
     d.k = d.cg * w.dim(2) * w.dim(3);
+    return d;
+}
+
+}  // namespace
+
+ConvAlgo conv2d_auto_algo(const Tensor & x, const Tensor & w, const Conv2dParams & p) {
+    const Shape out = conv2d_output_shape(x, w, Tensor(), p);
+    return choose_algo(conv_dims(x, w, p, out), p, w.shape(), w.is_constant());
+}
+
+const char * conv_algo_name(ConvAlgo algo) {
+    switch (algo) {
+        case ConvAlgo::Auto: return "auto";
+        case ConvAlgo::Shifted: return "shifted";
+        case ConvAlgo::Im2col: return "im2col";
+        case ConvAlgo::Im2colMerged: return "im2col-merged";
+        case ConvAlgo::ChannelsLast: return "channels-last";
+        case ConvAlgo::Winograd: return "winograd";
+    }
+    return "unknown";
+}
+
+Tensor conv2d(const Tensor & x, const Tensor & w, const Tensor & bias, const Conv2dParams & p, ConvAlgo algo,
+              const Tensor & residual, const Tensor & residual_scale) {
+    const Shape out = conv2d_output_shape(x, w, bias, p);
+    if (residual.defined() || residual_scale.defined()) check_conv2d_residual(residual, residual_scale, out);
+    Tensor y = Tensor::empty(out);
+    if (y.numel() == 0) return y;
+
+    const ConvDims d = conv_dims(x, w, p, out);
     if (algo == ConvAlgo::Auto) algo = choose_algo(d, p, w.shape(), w.is_constant());
     if (algo == ConvAlgo::ChannelsLast) return conv_channels_last(x, w, bias, p, d, residual, residual_scale, y);
     if (algo == ConvAlgo::Winograd) {
         FOVEA_CHECK_INPUT(conv2d_winograd_applies(w.shape(), p),
-                          "conv2d: the Winograd algorithm takes 3x3 kernels at stride 1 with no dilation and one "
+                          "conv2d: the Winograd algorithm takes 3x3 kernels at stride 1 or 2 (the same both ways) with no dilation and one "
                           "group, not " << shape_str(w.shape()) << " at stride " << p.stride_h << "x" << p.stride_w
                                         << ", dilation " << p.dilation_h << "x" << p.dilation_w << ", groups "
                                         << p.groups);

@@ -18,7 +18,11 @@ enum class ConvAlgo { Auto, Shifted, Im2col, Im2colMerged, ChannelsLast, Winogra
 Tensor conv2d(const Tensor & x, const Tensor & w, const Tensor & bias, const Conv2dParams & p,
               ConvAlgo algo = ConvAlgo::Auto, const Tensor & residual = Tensor(),
               const Tensor & residual_scale = Tensor());                                           // conv.cc
-// 3x3 kernels at stride 1, no dilation, one group.
+// What Auto picks for these arguments (w's constness included), and its name
+// as benchmarks report it ("winograd", "channels-last", ...).
+ConvAlgo conv2d_auto_algo(const Tensor & x, const Tensor & w, const Conv2dParams & p);       // conv.cc
+const char * conv_algo_name(ConvAlgo algo);                                                   // conv.cc
+// 3x3 kernels at stride 1 or 2 (the same both ways), no dilation, one group.
 bool conv2d_winograd_applies(const Shape & w_shape, const Conv2dParams & p);                   // conv_winograd.cc
 Tensor gemm(const Tensor & a, const Tensor & b, const Tensor & c, const GemmParams & p);          // gemm.cc
 Tensor linear(const Tensor & x, const Tensor & w, const Tensor & bias, Activation act);           // gemm.cc

@@ -190,11 +190,7 @@ void check_conv_cases(const std::vector<ConvCase> & cases) {
             for (cpu::ConvAlgo algo : {cpu::ConvAlgo::Shifted, cpu::ConvAlgo::Im2col, cpu::ConvAlgo::Im2colMerged,
                                        cpu::ConvAlgo::ChannelsLast, cpu::ConvAlgo::Winograd}) {
                 if (algo == cpu::ConvAlgo::Winograd && !cpu::conv2d_winograd_applies(w.shape(), cc.p)) continue;
-                const char * algo_name = algo == cpu::ConvAlgo::Shifted         ? "shifted"
-                                         : algo == cpu::ConvAlgo::Im2col        ? "im2col"
-                                         : algo == cpu::ConvAlgo::Im2colMerged ? "im2col over the batch"
-                                         : algo == cpu::ConvAlgo::ChannelsLast ? "channels last"
-                                                                                : "winograd";
+                const char * algo_name = cpu::conv_algo_name(algo);
                 expect_close(cpu::conv2d(x, w, b, cc.p, algo), expected,
                              std::string(cc.name) + " on " + cpu_isa_name(isa) + ", " + algo_name);
                 expect_close(cpu::conv2d(x, w, b, cc.p, algo, residual), expected_res,
@@ -301,6 +297,12 @@ FOVEA_TEST(conv2d_larger_layers) {
         // the second starting inside the last image; 45 is no multiple of 4.
         {"3x3 32->32 on a batch of 4 45x43 maps", 4, 32, 45, 43, 32, 3, 3, conv_params(1, 1, 1, 1, Activation::Relu),
          true},
+        // And at stride 2 (four phases): 216 tiles over two chunks; with no
+        // padding, the last input row and column lie past every window.
+        {"3x3/2 32->48 on a batch of 6 45x43 maps", 6, 32, 45, 43, 48, 3, 3, conv_params(2, 1, 1, 1, Activation::Relu),
+         true},
+        {"3x3/2 32->32 unpadded on 18x17", 1, 32, 18, 17, 32, 3, 3, conv_params(2, 0), true},
+        {"3x3/2 16->16 pads 0,2,1,0 on 10x9", 1, 16, 10, 9, 16, 3, 3, asym(conv_params(2, 0), 0, 2, 1, 0), true},
     });
 }
 
@@ -310,22 +312,45 @@ FOVEA_TEST(conv2d_larger_layers) {
 // what inference notices, and is printed next to the direct path's.
 FOVEA_TEST(conv2d_winograd_error_on_network_layers) {
     struct Layer {
-        int64_t c, oc, size;
+        int64_t c, oc, size, stride;
     };
     uint64_t seed = 900;
-    for (const Layer & l : {Layer{64, 64, 28}, Layer{256, 256, 14}}) {
+    for (const Layer & l : {Layer{64, 64, 28, 1}, Layer{256, 256, 14, 1}, Layer{128, 128, 56, 2}}) {
         Tensor x = random_tensor({1, l.c, l.size, l.size}, seed++, -1.0f, 1.0f);
         for (int64_t i = 0; i < x.numel(); i++) x.f32()[i] = std::max(x.f32()[i], 0.0f);
         const float he = std::sqrt(6.0f / float(l.c * 9));  // uniform with He's variance
         const Tensor w = random_tensor({l.oc, l.c, 3, 3}, seed++, -he, he);
         w.mark_constant();
-        const Conv2dParams p = conv_params(1, 1);
+        const Conv2dParams p = conv_params(int(l.stride), 1);
         const Tensor expected = ref_conv2d(x, w, Tensor(), p);
         const double direct = nmse(cpu::conv2d(x, w, Tensor(), p, cpu::ConvAlgo::ChannelsLast), expected);
         const double winograd = nmse(cpu::conv2d(x, w, Tensor(), p, cpu::ConvAlgo::Winograd), expected);
-        std::printf("     3x3 %lld->%lld on %lldx%lld: nmse winograd %.2g, channels last %.2g\n", (long long)l.c,
-                    (long long)l.oc, (long long)l.size, (long long)l.size, winograd, direct);
+        std::printf("     3x3/%lld %lld->%lld on %lldx%lld: nmse winograd %.2g, channels last %.2g\n",
+                    (long long)l.stride, (long long)l.c, (long long)l.oc, (long long)l.size, (long long)l.size,
+                    winograd, direct);
         EXPECT_TRUE(winograd < 1e-10);
+    }
+}
+
+// Auto's choice, as conv2d_auto_algo reports it to the benchmarks: Winograd
+// at stride 1 and 2 only with constant weights and where it was measured to
+// pay (conv.cc, winograd_pays).
+FOVEA_TEST(conv2d_auto_algo_picks_winograd_where_it_pays) {
+    struct Layer {
+        int64_t n, c, oc, size, stride;
+        bool winograd;
+    };
+    for (const Layer & l : {Layer{1, 64, 64, 56, 1, true}, Layer{1, 128, 128, 56, 2, true},
+                            Layer{1, 256, 256, 28, 2, true}, Layer{100, 256, 512, 14, 2, true},
+                            Layer{1, 512, 512, 14, 2, false},  // 4 tiles
+                            Layer{1, 32, 64, 56, 2, false},    // 32 input channels at stride 2
+                            Layer{1, 8, 8, 56, 1, false}}) {
+        const Tensor x = Tensor::empty({l.n, l.c, l.size, l.size});
+        const Tensor w = Tensor::empty({l.oc, l.c, 3, 3});
+        const Conv2dParams p = conv_params(int(l.stride), 1);
+        EXPECT_TRUE(cpu::conv2d_auto_algo(x, w, p) != cpu::ConvAlgo::Winograd);  // weights not constant
+        w.mark_constant();
+        EXPECT_EQ(cpu::conv2d_auto_algo(x, w, p) == cpu::ConvAlgo::Winograd, l.winograd);
     }
 }
 
@@ -385,8 +410,11 @@ FOVEA_TEST(conv2d_bad_inputs_throw) {
     EXPECT_THROWS_CODE(cpu::conv2d(x, w, random_tensor({5}, 6), ok), ErrorCode::Input);
     EXPECT_THROWS_CODE(cpu::conv2d(x, w, random_tensor({6, 1}, 7), ok), ErrorCode::Input);
     EXPECT_THROWS_CODE(cpu::conv2d(x, random_tensor({6, 4, 11, 11}, 8), Tensor(), ok), ErrorCode::Input);
-    // Winograd asked for where it does not apply: stride 2, a 1x1 kernel.
-    EXPECT_THROWS_CODE(cpu::conv2d(x, w, Tensor(), conv_params(2, 1), cpu::ConvAlgo::Winograd), ErrorCode::Input);
+    // Winograd asked for where it does not apply: stride 3, strides 2x1, a
+    // 1x1 kernel.
+    EXPECT_THROWS_CODE(cpu::conv2d(x, w, Tensor(), conv_params(3, 1), cpu::ConvAlgo::Winograd), ErrorCode::Input);
+    EXPECT_THROWS_CODE(cpu::conv2d(x, w, Tensor(), strides(conv_params(1, 1), 2, 1), cpu::ConvAlgo::Winograd),
+                       ErrorCode::Input);
     const Tensor w1x1 = random_tensor({6, 4, 1, 1}, 9);
     EXPECT_THROWS_CODE(cpu::conv2d(x, w1x1, Tensor(), conv_params(1, 0), cpu::ConvAlgo::Winograd), ErrorCode::Input);
     // A residual not shaped as the output [1, 6, 8, 8].
