@@ -187,22 +187,23 @@ bool channels_last_pays(const ConvDims & d, int64_t taps, bool constant_weights)
 // Outputs in tiles of 4x4 that are mostly padding (1x1, 2x2) waste the gain.
 // Its weights are transformed once, so they must be constant.
 //
-// At stride 2 it saves less (81 products for 144, not 36) and its
-// transformed weights are 9 times the kernel's, reread for each chunk of
-// tiles: 0.72-0.94 of the time on the stride-2 layers of ResNet-50 and
-// MultiPathNet at 224 and 800 with 16 or more tiles (the tower's 400 tiles
-// included), 0.75-0.86 on 64 to 256 channels over 32x32 to 56x56; but 1.1-2x
-// on fewer than 16 tiles (ResNet-50's 512-channel 7x7 output: 1.8x), on
-// 512x512 channels with 16 tiles (1.1-1.2x: 85 MB of transformed weights),
-// on 32 input channels (1.0-1.5x), and on 10x10 outputs (1.1x: 12x12 tiled).
+// At stride 2 it saves less (9/16 of the products in tiles of 4x4, 25/36 in
+// tiles of 2x2, which it takes for 14x14 and 10x10 outputs) and its
+// transformed weights are 9 (or 2.8) times the kernel's, reread for each
+// chunk of tiles. Against the channels-last path (2 threads, alternating):
+// 0.72-0.94 of the time on the stride-2 layers of ResNet-50 and
+// MultiPathNet at 224 and 800 with 16 or more tiles (the tower's 400
+// included), 0.75-0.92 on 64 to 512 channels over 20x20 to 56x56 inputs;
+// but 1.1-2x on fewer than 16 tiles (ResNet-50's 512-channel 7x7 output:
+// 1.8x), on 512x512 channels with 16 tiles of 4x4 (1.1-1.2x: 85 MB of
+// transformed weights), and on 32 input channels (1.0-1.5x).
 bool winograd_pays(const ConvDims & d, const Conv2dParams & p, const Shape & w_shape, bool constant_weights) {
     if (!constant_weights || !conv2d_winograd_applies(w_shape, p)) return false;
     if (d.cg % 16 != 0 || d.ocg % 16 != 0 || d.cg < 32 || d.ocg < 32) return false;
-    const int64_t tile_rows = (d.oh + 3) / 4, tile_cols = (d.ow + 3) / 4;
-    const int64_t tiled = tile_rows * tile_cols * 16, area = d.oh * d.ow;
-    if (p.stride_h == 1) return tiled <= 2 * area;
-    const int64_t tiles = d.n * tile_rows * tile_cols;
-    return d.cg >= 64 && 3 * tiled <= 4 * area && tiles >= 16 && (tiles >= 48 || d.cg * d.ocg <= 256 * 256);
+    const conv_detail::WinogradPlan plan = conv_detail::winograd_plan(d, p.stride_h);
+    if (p.stride_h == 1) return plan.products_per_output <= 4.5;  // tiles that are not mostly padding
+    const bool weights_fit = plan.points * d.cg * d.ocg <= 81 * 256 * 256;  // 21 MB
+    return d.cg >= 64 && plan.products_per_output <= 6.75 && plan.tiles >= 16 && (plan.tiles >= 48 || weights_fit);
 }
 
 // Winograd first where it applies; then channels last before merged im2col:

@@ -28,8 +28,18 @@ Tensor channels_last_input(const Tensor & x, const ConvDims & d, const Conv2dPar
 void channels_last_output(const Tensor & yt, const ConvDims & d, Activation act, const Tensor & residual,
                           const Tensor & residual_scale, Tensor & y);
 
-// conv2d by Winograd's F(4x4, 3x3) (conv_winograd.cc); winograd_applies()
-// must hold.
+// How conv_winograd would tile a layer of stride 1 or 2: its tiles over the
+// batch, its points (one GEMM each), and the products per output it needs
+// with the outputs past the image that the tiling computes (the direct
+// convolution needs 9).
+struct WinogradPlan {
+    int64_t tiles, points;
+    double products_per_output;
+};
+WinogradPlan winograd_plan(const ConvDims & d, int64_t stride);
+
+// conv2d by Winograd's minimal filtering (conv_winograd.cc);
+// conv2d_winograd_applies() must hold.
 Tensor conv_winograd(const Tensor & x, const Tensor & w, const Tensor & bias, const Conv2dParams & p,
                      const ConvDims & d, const Tensor & residual, const Tensor & residual_scale, Tensor y);
 

@@ -9,7 +9,9 @@
 // columns), each a stride-1 convolution with the kernel taps of that phase:
 // F(4x4, 2x2) on the 2x2 taps, F(4, 2) x F(4, 1) on the 2x1 and 1x2 taps, a
 // pointwise product on the centre tap; 81 products where the direct
-// convolution needs 144, and the phases' outputs are summed.
+// convolution needs 144, and the phases' outputs are summed. Small outputs
+// at stride 2 (14x14, which 4x4 tiles cover with 16x16) take tiles of 2x2
+// instead, through F(2, 2) and F(2, 1): 25 products for 36.
 //
 // Summed over input channels, the elementwise products are independent
 // GEMMs, one per point of the transformed domains,
@@ -23,6 +25,7 @@
 // and large images need no 36- or 81-fold copy of themselves.
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <memory>
 #include <numeric>
@@ -39,7 +42,7 @@ namespace fovea::cpu {
 
 namespace {
 
-constexpr int64_t kTile = 4;  // outputs per tile side
+constexpr int64_t kMaxTile = 4;  // outputs per tile side
 constexpr int kLanes = 16;    // channels per transform step
 
 // V and M of one chunk of tiles together stay under this many floats (4 MB).
@@ -49,14 +52,15 @@ constexpr int64_t kChunkFloats = int64_t(1) << 20;
 // Fewer tiles per chunk would reread the transformed weights too often.
 constexpr int64_t kMinChunkTiles = 64;
 
-// The one-dimensional minimal filters F(4, taps): kIn inputs give 4 outputs
-// of a `taps`-tap correlation. input() computes out[i * os] = (B^T d)[i] for
-// d[j] = in[j * is], output() out[r * os] (+)= (A^T m)[r], on `len` channels;
-// G is the kernel transform, applied in double when the weights are packed.
+// The one-dimensional minimal filters F(kOut, kTaps): kIn inputs give kOut
+// outputs of a kTaps-tap correlation. input() computes out[i * os] =
+// (B^T d)[i] for d[j] = in[j * is], output() out[r * os] (+)= (A^T m)[r], on
+// `len` channels; G is the kernel transform, applied in double when the
+// weights are packed.
 
 // Interpolation points 0, 1, -1, 2, -2 and infinity.
 struct F43 {
-    static constexpr int kIn = 6, kTaps = 3;
+    static constexpr int kIn = 6, kTaps = 3, kOut = 4;
     static constexpr double G[kIn][kTaps] = {{1.0 / 4, 0, 0},
                                              {-1.0 / 6, -1.0 / 6, -1.0 / 6},
                                              {-1.0 / 6, 1.0 / 6, -1.0 / 6},
@@ -94,7 +98,7 @@ struct F43 {
 
 // Interpolation points 0, 1, -1, 2 and infinity.
 struct F42 {
-    static constexpr int kIn = 5, kTaps = 2;
+    static constexpr int kIn = 5, kTaps = 2, kOut = 4;
     static constexpr double G[kIn][kTaps] = {
         {1.0 / 2, 0}, {-1.0 / 2, -1.0 / 2}, {-1.0 / 6, 1.0 / 6}, {1.0 / 6, 1.0 / 3}, {0, 1}};
     static FOVEA_ALWAYS_INLINE void input(const float * __restrict in, int64_t is, float * __restrict out, int64_t os,
@@ -124,10 +128,38 @@ struct F42 {
     }
 };
 
-// One tap: the identity.
-struct F41 {
-    static constexpr int kIn = 4, kTaps = 1;
-    static constexpr double G[kIn][kTaps] = {{1}, {1}, {1}, {1}};
+// Interpolation points 0, -1 and infinity.
+struct F22 {
+    static constexpr int kIn = 3, kTaps = 2, kOut = 2;
+    static constexpr double G[kIn][kTaps] = {{1, 0}, {-1, 1}, {0, 1}};
+    static FOVEA_ALWAYS_INLINE void input(const float * __restrict in, int64_t is, float * __restrict out, int64_t os,
+                                          int len) {
+        for (int c = 0; c < len; c++) {
+            const float d0 = in[c], d1 = in[is + c], d2 = in[2 * is + c];
+            out[c] = d0 + d1;
+            out[os + c] = d1;
+            out[2 * os + c] = d1 + d2;
+        }
+    }
+    template <bool kAdd>
+    static FOVEA_ALWAYS_INLINE void output(const float * __restrict in, int64_t is, float * __restrict out, int64_t os,
+                                           int len) {
+        for (int c = 0; c < len; c++) {
+            const float m0 = in[c], m1 = in[is + c], m2 = in[2 * is + c];
+            F43::put<kAdd>(out[c], m0 + m1);
+            F43::put<kAdd>(out[os + c], m2 - m1);
+        }
+    }
+};
+
+// One tap: the identity on N points.
+template <int N> struct Identity {
+    static constexpr int kIn = N, kTaps = 1, kOut = N;
+    static constexpr std::array<std::array<double, kTaps>, kIn> G = [] {
+        std::array<std::array<double, kTaps>, kIn> g{};
+        for (auto & row : g) row[0] = 1;
+        return g;
+    }();
     static FOVEA_ALWAYS_INLINE void input(const float * __restrict in, int64_t is, float * __restrict out, int64_t os,
                                           int len) {
         for (int i = 0; i < kIn; i++) {
@@ -142,30 +174,46 @@ struct F41 {
         }
     }
 };
+using F41 = Identity<4>;
+using F21 = Identity<2>;
 
-// The phases of a stride: Op::run<RowFilter, ColumnFilter>(first row,
-// first column, first point, args...) for each. Phase (py, px) reads the
-// window's rows py, py + stride, ... and its columns likewise, with the
-// kernel taps at those offsets; its points follow the previous phases'.
-template <class Op, class... Args> FOVEA_ALWAYS_INLINE void for_each_phase(int64_t stride, Args &... args) {
-    if (stride == 1) {
-        Op::template run<F43, F43>(0, 0, 0, args...);
-        return;
+// How a layer is tiled: stride 1 in F(4x4, 3x3); stride 2 in the four
+// phases of 4x4 tiles, or of 2x2 tiles.
+enum class Scheme { Stride1, Stride2Tile4, Stride2Tile2 };
+
+constexpr int64_t stride_of(Scheme s) { return s == Scheme::Stride1 ? 1 : 2; }
+constexpr int64_t tile_of(Scheme s) { return s == Scheme::Stride2Tile2 ? 2 : 4; }
+constexpr int64_t points_of(Scheme s) {
+    return s == Scheme::Stride1        ? F43::kIn * F43::kIn
+           : s == Scheme::Stride2Tile4 ? (F42::kIn + F41::kIn) * (F42::kIn + F41::kIn)
+                                       : (F22::kIn + F21::kIn) * (F22::kIn + F21::kIn);
+}
+
+// Op::run<RowFilter, ColumnFilter>(first row, first column, first point,
+// args...) for each phase of the scheme. Phase (py, px) reads the window's
+// rows py, py + stride, ... and its columns likewise, with the kernel taps
+// at those offsets; its points follow the previous phases'.
+template <class Op, class Even, class Odd, class... Args> FOVEA_ALWAYS_INLINE void for_each_phase_2(Args &... args) {
+    constexpr int q01 = Even::kIn * Even::kIn, q10 = q01 + Even::kIn * Odd::kIn, q11 = q10 + Odd::kIn * Even::kIn;
+    Op::template run<Even, Even>(0, 0, 0, args...);
+    Op::template run<Even, Odd>(0, 1, q01, args...);
+    Op::template run<Odd, Even>(1, 0, q10, args...);
+    Op::template run<Odd, Odd>(1, 1, q11, args...);
+}
+
+template <class Op, class... Args> FOVEA_ALWAYS_INLINE void for_each_phase(Scheme s, Args &... args) {
+    switch (s) {
+        case Scheme::Stride1: Op::template run<F43, F43>(0, 0, 0, args...); return;
+        case Scheme::Stride2Tile4: for_each_phase_2<Op, F42, F41>(args...); return;
+        case Scheme::Stride2Tile2: for_each_phase_2<Op, F22, F21>(args...); return;
     }
-    constexpr int q01 = F42::kIn * F42::kIn, q10 = q01 + F42::kIn * F41::kIn, q11 = q10 + F41::kIn * F42::kIn;
-    Op::template run<F42, F42>(0, 0, 0, args...);
-    Op::template run<F42, F41>(0, 1, q01, args...);
-    Op::template run<F41, F42>(1, 0, q10, args...);
-    Op::template run<F41, F41>(1, 1, q11, args...);
 }
 
-constexpr int64_t points_of(int64_t stride) {
-    return stride == 1 ? F43::kIn * F43::kIn : (F42::kIn + F41::kIn) * (F42::kIn + F41::kIn);
-}
 constexpr int64_t kMaxIn = F43::kIn;  // the widest filter's inputs
 
 // Tile t of the batch is (image, tile row, tile column), in that order.
 struct Tiling {
+    int64_t size;        // outputs per tile side
     int64_t rows, cols;  // tiles per image
     int64_t image(int64_t t) const { return t / (rows * cols); }
     int64_t row(int64_t t) const { return t % (rows * cols) / cols; }
@@ -174,7 +222,7 @@ struct Tiling {
 
 struct InputArgs {
     const float * x;  // padded, channels last
-    int64_t stride;
+    Scheme scheme;
     int64_t channels, pixel_pitch, row_pitch, image_pitch;
     Tiling tiling;
     int64_t first;  // the chunk's first tile
@@ -188,10 +236,11 @@ struct InputPhase {
     static FOVEA_ALWAYS_INLINE void run(int64_t py, int64_t px, int64_t q0, const InputArgs & a, const float * window,
                                         float * vt, int64_t c0, int len, float * cols) {
         const float * origin = window + py * a.row_pitch + px * a.pixel_pitch + c0;
+        const int64_t stride = stride_of(a.scheme);
         // Down each column x: cols[i][x] = (B^T d)[i][x].
         for (int64_t x = 0; x < C::kIn; x++) {
-            R::input(origin + x * a.stride * a.pixel_pitch, a.stride * a.row_pitch, cols + x * kLanes,
-                     C::kIn * kLanes, len);
+            R::input(origin + x * stride * a.pixel_pitch, stride * a.row_pitch, cols + x * kLanes, C::kIn * kLanes,
+                     len);
         }
         // Along each row i: V[i][j] = (B^T d B)[i][j].
         for (int64_t i = 0; i < R::kIn; i++) {
@@ -204,7 +253,7 @@ struct InputPhase {
 struct InputTransform {
     static FOVEA_ALWAYS_INLINE void run(InputArgs a, int64_t begin, int64_t end) {
         alignas(64) float cols[kMaxIn * kMaxIn * kLanes];
-        const int64_t step = a.stride * kTile;
+        const int64_t step = stride_of(a.scheme) * a.tiling.size;
         for (int64_t t = begin; t < end; t++) {
             const float * window = a.x + a.tiling.image(t) * a.image_pitch + a.tiling.row(t) * step * a.row_pitch +
                                    a.tiling.col(t) * step * a.pixel_pitch;
@@ -213,11 +262,11 @@ struct InputTransform {
             // Whole vectors with a constant count, which vectorises with no
             // remainder loop; then the channels left.
             for (; c0 + kLanes <= a.channels; c0 += kLanes) {
-                for_each_phase<InputPhase>(a.stride, a, window, vt, c0, kLanes, cols);
+                for_each_phase<InputPhase>(a.scheme, a, window, vt, c0, kLanes, cols);
             }
             if (c0 < a.channels) {
                 const int len = int(a.channels - c0);
-                for_each_phase<InputPhase>(a.stride, a, window, vt, c0, len, cols);
+                for_each_phase<InputPhase>(a.scheme, a, window, vt, c0, len, cols);
             }
         }
     }
@@ -236,7 +285,7 @@ FOVEA_ALWAYS_INLINE void store_activated(const float * __restrict v, const float
 
 struct OutputArgs {
     const float * m;  // point q of tile t at m + q * point_stride + (t - first) * pitch
-    int64_t stride;
+    Scheme scheme;
     int64_t point_stride, pitch;
     int64_t channels;
     const float * bias;  // one per channel (zeros when the conv has none)
@@ -248,7 +297,8 @@ struct OutputArgs {
 };
 
 // One phase of one tile, on `len` channels from c0 on, `rows` outputs tall:
-// acc[r][x] (+)= (A^T M A)[r][x], the first phase storing; `cols` is scratch.
+// acc[r][x] (+)= (A^T M A)[r][x] (rows kMaxTile apart), the first phase
+// storing; `cols` is scratch.
 struct OutputPhase {
     template <class R, class C>
     static FOVEA_ALWAYS_INLINE void run(int64_t py, int64_t px, int64_t q0, const OutputArgs & a, const float * mt,
@@ -261,9 +311,9 @@ struct OutputPhase {
         // Along each output row r.
         for (int64_t r = 0; r < rows; r++) {
             if (py == 0 && px == 0) {
-                C::template output<false>(cols + r * C::kIn * kLanes, kLanes, acc + r * kTile * kLanes, kLanes, len);
+                C::template output<false>(cols + r * C::kIn * kLanes, kLanes, acc + r * kMaxTile * kLanes, kLanes, len);
             } else {
-                C::template output<true>(cols + r * C::kIn * kLanes, kLanes, acc + r * kTile * kLanes, kLanes, len);
+                C::template output<true>(cols + r * C::kIn * kLanes, kLanes, acc + r * kMaxTile * kLanes, kLanes, len);
             }
         }
     }
@@ -271,23 +321,24 @@ struct OutputPhase {
 
 struct OutputTransform {
     static FOVEA_ALWAYS_INLINE void run(OutputArgs a, int64_t begin, int64_t end) {
-        alignas(64) float cols[kTile * kMaxIn * kLanes];
-        alignas(64) float acc[kTile * kTile * kLanes];
+        alignas(64) float cols[kMaxTile * kMaxIn * kLanes];
+        alignas(64) float acc[kMaxTile * kMaxTile * kLanes];
+        const int64_t size = a.tiling.size;
         for (int64_t t = begin; t < end; t++) {
-            const int64_t oy = a.tiling.row(t) * kTile, ox = a.tiling.col(t) * kTile;
-            const int64_t rows = std::min(kTile, a.oh - oy), width = std::min(kTile, a.ow - ox);
+            const int64_t oy = a.tiling.row(t) * size, ox = a.tiling.col(t) * size;
+            const int64_t rows = std::min(size, a.oh - oy), width = std::min(size, a.ow - ox);
             const float * mt = a.m + (t - a.first) * a.pitch;
             float * yt = a.y + ((a.tiling.image(t) * a.oh + oy) * a.ow + ox) * a.channels;
             for (int64_t c0 = 0; c0 < a.channels; c0 += kLanes) {
                 const int len = int(std::min<int64_t>(kLanes, a.channels - c0));
                 if (len == kLanes) {
-                    for_each_phase<OutputPhase>(a.stride, a, mt, rows, c0, kLanes, cols, acc);
+                    for_each_phase<OutputPhase>(a.scheme, a, mt, rows, c0, kLanes, cols, acc);
                 } else {
-                    for_each_phase<OutputPhase>(a.stride, a, mt, rows, c0, len, cols, acc);
+                    for_each_phase<OutputPhase>(a.scheme, a, mt, rows, c0, len, cols, acc);
                 }
                 for (int64_t r = 0; r < rows; r++) {
                     for (int64_t x = 0; x < width; x++) {
-                        store_activated(acc + (r * kTile + x) * kLanes, a.bias + c0, a.act,
+                        store_activated(acc + (r * kMaxTile + x) * kLanes, a.bias + c0, a.act,
                                         yt + (r * a.ow + x) * a.channels + c0, len);
                     }
                 }
@@ -323,9 +374,9 @@ struct WeightPhase {
 // Every point's U, packed as the B operand of its GEMM in prepack_b's
 // layout. Kept with constant weights, as the channels-last path keeps its
 // packing.
-std::shared_ptr<const Tensor> winograd_weights(const Tensor & w, const conv_detail::ConvDims & d, int64_t stride,
+std::shared_ptr<const Tensor> winograd_weights(const Tensor & w, const conv_detail::ConvDims & d, Scheme scheme,
                                                const packed::Kernel & kn) {
-    const int64_t points = points_of(stride);
+    const int64_t points = points_of(scheme), stride = stride_of(scheme);
     auto make = [&]() {
         const int64_t channels = d.cg, oc = d.ocg;
         Tensor u = Tensor::empty({points, channels, oc});
@@ -335,7 +386,7 @@ std::shared_ptr<const Tensor> winograd_weights(const Tensor & w, const conv_deta
             for (int64_t o = begin; o < end; o++) {
                 for (int64_t c = 0; c < channels; c++) {
                     const float * g = wd + (o * channels + c) * 9;
-                    for_each_phase<WeightPhase>(stride, stride, g, c, o, channels, oc, ud);
+                    for_each_phase<WeightPhase>(scheme, stride, g, c, o, channels, oc, ud);
                 }
             }
         });
@@ -347,9 +398,25 @@ std::shared_ptr<const Tensor> winograd_weights(const Tensor & w, const conv_deta
         return packed_u;
     };
     if (!w.is_constant()) return make();
-    const std::string key =
-        std::string("cpu.conv.winograd4x4.stride") + std::to_string(stride) + "." + cpu_isa_name(kn.isa);
+    const char * name = scheme == Scheme::Stride1 ? "f4x4s1" : scheme == Scheme::Stride2Tile4 ? "f4x4s2" : "f2x2s2";
+    const std::string key = std::string("cpu.conv.winograd.") + name + "." + cpu_isa_name(kn.isa);
     return std::static_pointer_cast<const Tensor>(w.derived(key, make));
+}
+
+// At stride 2, the tile size that needs fewer products per output, counting
+// the outputs past the image that the tiling computes: 2x2 for 14x14
+// outputs (6.25 against 6.6 of 4x4 tiles), 4x4 for 7x7 (6.6 against 8.2)
+// and 28x28 (5.1 against 6.25).
+double products_per_output(Scheme s, int64_t oh, int64_t ow) {
+    const int64_t t = tile_of(s), tiled = (oh + t - 1) / t * t * ((ow + t - 1) / t * t);
+    return double(points_of(s)) / double(t * t) * double(tiled) / double(oh * ow);
+}
+
+Scheme scheme_for(int64_t stride, int64_t oh, int64_t ow) {
+    if (stride == 1) return Scheme::Stride1;
+    return products_per_output(Scheme::Stride2Tile2, oh, ow) < products_per_output(Scheme::Stride2Tile4, oh, ow)
+               ? Scheme::Stride2Tile2
+               : Scheme::Stride2Tile4;
 }
 
 }  // namespace
@@ -361,26 +428,35 @@ bool conv2d_winograd_applies(const Shape & w_shape, const Conv2dParams & p) {
 
 namespace conv_detail {
 
+WinogradPlan winograd_plan(const ConvDims & d, int64_t stride) {
+    const Scheme scheme = scheme_for(stride, d.oh, d.ow);
+    const int64_t t = tile_of(scheme);
+    return {d.n * ((d.oh + t - 1) / t) * ((d.ow + t - 1) / t), points_of(scheme),
+            products_per_output(scheme, d.oh, d.ow)};
+}
+
 Tensor conv_winograd(const Tensor & x, const Tensor & w, const Tensor & bias, const Conv2dParams & p,
                      const ConvDims & d, const Tensor & residual, const Tensor & residual_scale, Tensor y) {
     const CpuIsa isa = cpu_isa();
     const packed::Kernel & kn = packed::kernel_for(isa);
-    const int64_t channels = d.cg, oc = d.ocg, stride = p.stride_h, points = points_of(stride);
-    const Tiling tiling{(d.oh + kTile - 1) / kTile, (d.ow + kTile - 1) / kTile};
+    const int64_t channels = d.cg, oc = d.ocg, stride = p.stride_h;
+    const Scheme scheme = scheme_for(stride, d.oh, d.ow);
+    const int64_t points = points_of(scheme), size = tile_of(scheme);
+    const Tiling tiling{size, (d.oh + size - 1) / size, (d.ow + size - 1) / size};
     const int64_t tiles = d.n * tiling.rows * tiling.cols;
 
     // Padded further at the bottom and right so that every tile's window
     // lies inside the copy (outputs past the image are computed, then
     // dropped); never cropped, though a stride-2 window may end before the
     // padded image does.
-    const int64_t hp = std::max(stride * tiling.rows * kTile + 3 - stride, d.h + p.pad_top);
-    const int64_t wp = std::max(stride * tiling.cols * kTile + 3 - stride, d.w + p.pad_left);
+    const int64_t hp = std::max(stride * tiling.rows * size + 3 - stride, d.h + p.pad_top);
+    const int64_t wp = std::max(stride * tiling.cols * size + 3 - stride, d.w + p.pad_left);
     Conv2dParams window_pad = p;
     window_pad.pad_bottom = int(hp - d.h - p.pad_top);
     window_pad.pad_right = int(wp - d.w - p.pad_left);
     const Tensor xin = channels_last_input(x, d, window_pad);
     const int64_t x_pitch = channels_last_pitch(channels);
-    const std::shared_ptr<const Tensor> u = winograd_weights(w, d, stride, kn);
+    const std::shared_ptr<const Tensor> u = winograd_weights(w, d, scheme, kn);
 
     // V's rows are read by several register-tile rows at once: the same
     // padding against cache-set conflicts as the channels-last input.
@@ -396,7 +472,7 @@ Tensor conv_winograd(const Tensor & x, const Tensor & w, const Tensor & bias, co
 
     for (int64_t first = 0; first < tiles; first += chunk) {
         const int64_t count = std::min(chunk, tiles - first);
-        const InputArgs in{xin.f32(), stride, channels, x_pitch,        wp * x_pitch, hp * wp * x_pitch,
+        const InputArgs in{xin.f32(), scheme, channels, x_pitch,        wp * x_pitch, hp * wp * x_pitch,
                            tiling,    first,  v.f32(),  chunk * v_pitch, v_pitch};
         parallel_for(count, 1, [&](int64_t begin, int64_t end) {
             run_isa<InputTransform>(isa, in, first + begin, first + end);
@@ -423,7 +499,7 @@ Tensor conv_winograd(const Tensor & x, const Tensor & w, const Tensor & bias, co
 
         // With a residual (in y's layout), the activation waits for it.
         const OutputArgs out{m.f32(),
-                             stride,
+                             scheme,
                              chunk * oc,
                              oc,
                              oc,

@@ -302,6 +302,9 @@ FOVEA_TEST(conv2d_larger_layers) {
         {"3x3/2 32->48 on a batch of 6 45x43 maps", 6, 32, 45, 43, 48, 3, 3, conv_params(2, 1, 1, 1, Activation::Relu),
          true},
         {"3x3/2 32->32 unpadded on 18x17", 1, 32, 18, 17, 32, 3, 3, conv_params(2, 0), true},
+        // Stride 2 in tiles of 2x2 (outputs of 14x13 and 5x5): 588 tiles over
+        // two chunks; odd pads.
+        {"3x3/2 32->32 on a batch of 12 28x26 maps", 12, 32, 28, 26, 32, 3, 3, conv_params(2, 1), true},
         {"3x3/2 16->16 pads 0,2,1,0 on 10x9", 1, 16, 10, 9, 16, 3, 3, asym(conv_params(2, 0), 0, 2, 1, 0), true},
     });
 }
@@ -315,7 +318,8 @@ FOVEA_TEST(conv2d_winograd_error_on_network_layers) {
         int64_t c, oc, size, stride;
     };
     uint64_t seed = 900;
-    for (const Layer & l : {Layer{64, 64, 28, 1}, Layer{256, 256, 14, 1}, Layer{128, 128, 56, 2}}) {
+    for (const Layer & l :
+         {Layer{64, 64, 28, 1}, Layer{256, 256, 14, 1}, Layer{128, 128, 56, 2}, Layer{256, 256, 28, 2}}) {
         Tensor x = random_tensor({1, l.c, l.size, l.size}, seed++, -1.0f, 1.0f);
         for (int64_t i = 0; i < x.numel(); i++) x.f32()[i] = std::max(x.f32()[i], 0.0f);
         const float he = std::sqrt(6.0f / float(l.c * 9));  // uniform with He's variance
@@ -341,9 +345,12 @@ FOVEA_TEST(conv2d_auto_algo_picks_winograd_where_it_pays) {
         bool winograd;
     };
     for (const Layer & l : {Layer{1, 64, 64, 56, 1, true}, Layer{1, 128, 128, 56, 2, true},
-                            Layer{1, 256, 256, 28, 2, true}, Layer{100, 256, 512, 14, 2, true},
-                            Layer{1, 512, 512, 14, 2, false},  // 4 tiles
-                            Layer{1, 32, 64, 56, 2, false},    // 32 input channels at stride 2
+                            Layer{1, 256, 256, 28, 2, true},    // 49 tiles of 2x2
+                            Layer{1, 512, 512, 28, 2, true},    // 49 tiles of 2x2
+                            Layer{100, 256, 512, 14, 2, true},  // 400 tiles of 4x4
+                            Layer{1, 512, 512, 14, 2, false},   // 4 tiles
+                            Layer{4, 512, 512, 14, 2, false},   // 16 tiles, 85 MB of transformed weights
+                            Layer{1, 32, 64, 56, 2, false},     // 32 input channels at stride 2
                             Layer{1, 8, 8, 56, 1, false}}) {
         const Tensor x = Tensor::empty({l.n, l.c, l.size, l.size});
         const Tensor w = Tensor::empty({l.oc, l.c, 3, 3});
