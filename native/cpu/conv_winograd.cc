@@ -43,7 +43,7 @@ namespace fovea::cpu {
 namespace {
 
 constexpr int64_t kMaxTile = 4;  // outputs per tile side
-constexpr int kLanes = 16;    // channels per transform step
+constexpr int kLanes = 16;        // channels per transform step
 
 // V and M of one chunk of tiles together stay under this many floats (4 MB).
 // On VGG-16 and ResNet-50 layers at 800x800 (2 threads, dev VM), 16 MB was
