@@ -221,6 +221,8 @@ FOVEA_TEST(conv2d_small_and_odd_shapes) {
     check_conv_cases({
         {"1x1 image, 1x1 kernel", 1, 3, 1, 1, 5, 1, 1, conv_params(1, 0), true},
         {"1x1 image, 3x3 kernel pad 1", 1, 4, 1, 1, 3, 3, 3, conv_params(1, 1), false},
+        {"1x1 image, 3x3/2 pad 1", 1, 4, 1, 1, 3, 3, 3, conv_params(2, 1), true},
+        {"3x3 image, 3x3/2 unpadded", 2, 5, 3, 3, 6, 3, 3, conv_params(2, 0), true},
         {"1 in 1 out channel", 1, 1, 9, 11, 1, 3, 3, conv_params(1, 1), true},
         {"width 13, K 63, M 9", 1, 7, 6, 13, 9, 3, 3, conv_params(1, 1), true},
         {"width 17, 5x5 pad 2", 1, 5, 17, 17, 20, 5, 5, conv_params(1, 2), true},
