@@ -29,7 +29,7 @@ L = [
     + ", ".join(f"{k} {v:.1f} ms" for k, v in totals.items()) + ".\n",
     "The 3x3 layers (median ms; % of the 2-thread peak). `*` marks the layers where `conv2d` chose Winograd (as "
     "fovea_bench recorded): F(4x4, 3x3) at stride 1 on 32 or more channels, its four-phase form at stride 2 on 64 or "
-    "more input channels and 16 or more tiles of 4x4 outputs; their GFLOP/s count the direct convolution's "
+    "more input channels and 16 or more tiles; their GFLOP/s count the direct convolution's "
     "multiply-adds, so they may exceed the peak. Elsewhere the channels-last path for 3x3 outputs up to 64x64 pixels "
     "(the weights are constant, as a model's), shifted windows or im2col above. The multipathnet tower layers are one "
     "batch of 100 ROI-pooled maps (segment()'s default number of proposals).\n",
