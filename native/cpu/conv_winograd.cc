@@ -52,15 +52,15 @@ constexpr int64_t kChunkFloats = int64_t(1) << 20;
 // Fewer tiles per chunk would reread the transformed weights too often.
 constexpr int64_t kMinChunkTiles = 64;
 
-// The one-dimensional minimal filters F(kOut, kTaps): kIn inputs give kOut
-// outputs of a kTaps-tap correlation. input() computes out[i * os] =
+// The one-dimensional minimal filters F(m, kTaps): kIn = m + kTaps - 1
+// inputs give m outputs of a kTaps-tap correlation. input() computes out[i * os] =
 // (B^T d)[i] for d[j] = in[j * is], output() out[r * os] (+)= (A^T m)[r], on
 // `len` channels; G is the kernel transform, applied in double when the
 // weights are packed.
 
 // Interpolation points 0, 1, -1, 2, -2 and infinity.
 struct F43 {
-    static constexpr int kIn = 6, kTaps = 3, kOut = 4;
+    static constexpr int kIn = 6, kTaps = 3;
     static constexpr double G[kIn][kTaps] = {{1.0 / 4, 0, 0},
                                              {-1.0 / 6, -1.0 / 6, -1.0 / 6},
                                              {-1.0 / 6, 1.0 / 6, -1.0 / 6},
@@ -98,7 +98,7 @@ struct F43 {
 
 // Interpolation points 0, 1, -1, 2 and infinity.
 struct F42 {
-    static constexpr int kIn = 5, kTaps = 2, kOut = 4;
+    static constexpr int kIn = 5, kTaps = 2;
     static constexpr double G[kIn][kTaps] = {
         {1.0 / 2, 0}, {-1.0 / 2, -1.0 / 2}, {-1.0 / 6, 1.0 / 6}, {1.0 / 6, 1.0 / 3}, {0, 1}};
     static FOVEA_ALWAYS_INLINE void input(const float * __restrict in, int64_t is, float * __restrict out, int64_t os,
@@ -130,7 +130,7 @@ struct F42 {
 
 // Interpolation points 0, -1 and infinity.
 struct F22 {
-    static constexpr int kIn = 3, kTaps = 2, kOut = 2;
+    static constexpr int kIn = 3, kTaps = 2;
     static constexpr double G[kIn][kTaps] = {{1, 0}, {-1, 1}, {0, 1}};
     static FOVEA_ALWAYS_INLINE void input(const float * __restrict in, int64_t is, float * __restrict out, int64_t os,
                                           int len) {
@@ -154,7 +154,7 @@ struct F22 {
 
 // One tap: the identity on N points.
 template <int N> struct Identity {
-    static constexpr int kIn = N, kTaps = 1, kOut = N;
+    static constexpr int kIn = N, kTaps = 1;
     static constexpr std::array<std::array<double, kTaps>, kIn> G = [] {
         std::array<std::array<double, kTaps>, kIn> g{};
         for (auto & row : g) row[0] = 1;
