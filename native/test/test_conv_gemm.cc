@@ -304,12 +304,12 @@ FOVEA_TEST(conv2d_larger_layers) {
         {"3x3/2 32->48 on a batch of 6 45x43 maps", 6, 32, 45, 43, 48, 3, 3, conv_params(2, 1, 1, 1, Activation::Relu),
          true},
         {"3x3/2 32->32 unpadded on 18x17", 1, 32, 18, 17, 32, 3, 3, conv_params(2, 0), true},
-        // Transformed weights large enough for the minimum chunk of 64
-        // tiles to govern: 162 tiles in two chunks of 81.
-        {"3x3/2 64->128 on a batch of 2 72x72 maps", 2, 64, 72, 72, 128, 3, 3, conv_params(2, 1), true},
-        // Stride 2 in tiles of 2x2 (outputs of 14x13 and 5x5): 588 tiles over
-        // two chunks; odd pads.
-        {"3x3/2 32->32 on a batch of 12 28x26 maps", 12, 32, 28, 26, 32, 3, 3, conv_params(2, 1), true},
+        // Tiles wide enough (81 points x 208 floats) for the minimum chunk of
+        // 64 tiles to govern: 162 tiles in two chunks of 81.
+        {"3x3/2 64->144 on a batch of 2 72x72 maps", 2, 64, 72, 72, 144, 3, 3, conv_params(2, 1), true},
+        // Stride 2 in tiles of 2x2 (outputs of 14x13 and 5x5): 588 tiles in
+        // chunks of 436 and 152; odd pads.
+        {"3x3/2 48->48 on a batch of 12 28x26 maps", 12, 48, 28, 26, 48, 3, 3, conv_params(2, 1), true},
         {"3x3/2 16->16 pads 0,2,1,0 on 10x9", 1, 16, 10, 9, 16, 3, 3, asym(conv_params(2, 0), 0, 2, 1, 0), true},
     });
 }
