@@ -58,6 +58,9 @@ constexpr int64_t kMinChunkTiles = 64;
 // `len` channels; G is the kernel transform, applied in double when the
 // weights are packed.
 
+// dst = v, or dst += v for the phases after the first.
+template <bool kAdd> FOVEA_ALWAYS_INLINE void put(float & dst, float v) { dst = kAdd ? dst + v : v; }
+
 // Interpolation points 0, 1, -1, 2, -2 and infinity.
 struct F43 {
     static constexpr int kIn = 6, kTaps = 3;
@@ -93,7 +96,6 @@ struct F43 {
             put<kAdd>(out[3 * os + c], d12 + 8.0f * d34 + m5);
         }
     }
-    template <bool kAdd> static FOVEA_ALWAYS_INLINE void put(float & dst, float v) { dst = kAdd ? dst + v : v; }
 };
 
 // Interpolation points 0, 1, -1, 2 and infinity.
@@ -120,10 +122,10 @@ struct F42 {
             const float m0 = in[c], m1 = in[is + c], m2 = in[2 * is + c];
             const float m3 = in[3 * is + c], m4 = in[4 * is + c];
             const float s12 = m1 + m2, d12 = m1 - m2;
-            F43::put<kAdd>(out[c], m0 + s12 + m3);
-            F43::put<kAdd>(out[os + c], d12 + 2.0f * m3);
-            F43::put<kAdd>(out[2 * os + c], s12 + 4.0f * m3);
-            F43::put<kAdd>(out[3 * os + c], d12 + 8.0f * m3 + m4);
+            put<kAdd>(out[c], m0 + s12 + m3);
+            put<kAdd>(out[os + c], d12 + 2.0f * m3);
+            put<kAdd>(out[2 * os + c], s12 + 4.0f * m3);
+            put<kAdd>(out[3 * os + c], d12 + 8.0f * m3 + m4);
         }
     }
 };
@@ -146,8 +148,8 @@ struct F22 {
                                            int len) {
         for (int c = 0; c < len; c++) {
             const float m0 = in[c], m1 = in[is + c], m2 = in[2 * is + c];
-            F43::put<kAdd>(out[c], m0 + m1);
-            F43::put<kAdd>(out[os + c], m2 - m1);
+            put<kAdd>(out[c], m0 + m1);
+            put<kAdd>(out[os + c], m2 - m1);
         }
     }
 };
@@ -170,7 +172,7 @@ template <int N> struct Identity {
     static FOVEA_ALWAYS_INLINE void output(const float * __restrict in, int64_t is, float * __restrict out, int64_t os,
                                            int len) {
         for (int i = 0; i < kIn; i++) {
-            for (int c = 0; c < len; c++) F43::put<kAdd>(out[i * os + c], in[i * is + c]);
+            for (int c = 0; c < len; c++) put<kAdd>(out[i * os + c], in[i * is + c]);
         }
     }
 };
@@ -193,7 +195,7 @@ constexpr int64_t points_of(Scheme s) {
 // args...) for each phase of the scheme. Phase (py, px) reads the window's
 // rows py, py + stride, ... and its columns likewise, with the kernel taps
 // at those offsets; its points follow the previous phases'.
-template <class Op, class Even, class Odd, class... Args> FOVEA_ALWAYS_INLINE void for_each_phase_2(Args &... args) {
+template <class Op, class Even, class Odd, class... Args> FOVEA_ALWAYS_INLINE void for_each_phase_2(Args &&... args) {
     constexpr int q01 = Even::kIn * Even::kIn, q10 = q01 + Even::kIn * Odd::kIn, q11 = q10 + Odd::kIn * Even::kIn;
     Op::template run<Even, Even>(0, 0, 0, args...);
     Op::template run<Even, Odd>(0, 1, q01, args...);
@@ -201,7 +203,7 @@ template <class Op, class Even, class Odd, class... Args> FOVEA_ALWAYS_INLINE vo
     Op::template run<Odd, Odd>(1, 1, q11, args...);
 }
 
-template <class Op, class... Args> FOVEA_ALWAYS_INLINE void for_each_phase(Scheme s, Args &... args) {
+template <class Op, class... Args> FOVEA_ALWAYS_INLINE void for_each_phase(Scheme s, Args &&... args) {
     switch (s) {
         case Scheme::Stride1: Op::template run<F43, F43>(0, 0, 0, args...); return;
         case Scheme::Stride2Tile4: for_each_phase_2<Op, F42, F41>(args...); return;
@@ -219,6 +221,11 @@ struct Tiling {
     int64_t row(int64_t t) const { return t % (rows * cols) / cols; }
     int64_t col(int64_t t) const { return t % cols; }
 };
+
+Tiling tiling_of(Scheme s, int64_t oh, int64_t ow) {
+    const int64_t t = tile_of(s);
+    return {t, (oh + t - 1) / t, (ow + t - 1) / t};
+}
 
 struct InputArgs {
     const float * x;  // padded, channels last
@@ -351,8 +358,8 @@ struct OutputTransform {
 // taps g' of every kernel, computed in double.
 struct WeightPhase {
     template <class R, class C>
-    static void run(int64_t py, int64_t px, int64_t q0, const int64_t & stride, const float * const & g,
-                    const int64_t & c, const int64_t & o, const int64_t & channels, const int64_t & oc, float * const & u) {
+    static void run(int64_t py, int64_t px, int64_t q0, int64_t stride, const float * g, int64_t c, int64_t o,
+                    int64_t channels, int64_t oc, float * u) {
         double gg[R::kIn][C::kTaps];  // G_R g'
         for (int64_t i = 0; i < R::kIn; i++) {
             for (int64_t b = 0; b < C::kTaps; b++) {
@@ -408,8 +415,8 @@ std::shared_ptr<const Tensor> winograd_weights(const Tensor & w, const conv_deta
 // outputs (6.25 against 6.6 of 4x4 tiles), 4x4 for 7x7 (6.6 against 8.2)
 // and 28x28 (5.1 against 6.25).
 double products_per_output(Scheme s, int64_t oh, int64_t ow) {
-    const int64_t t = tile_of(s), tiled = (oh + t - 1) / t * t * ((ow + t - 1) / t * t);
-    return double(points_of(s)) / double(t * t) * double(tiled) / double(oh * ow);
+    const Tiling tiling = tiling_of(s, oh, ow);
+    return double(points_of(s)) * double(tiling.rows * tiling.cols) / double(oh * ow);
 }
 
 Scheme scheme_for(int64_t stride, int64_t oh, int64_t ow) {
@@ -430,9 +437,8 @@ namespace conv_detail {
 
 WinogradPlan winograd_plan(const ConvDims & d, int64_t stride) {
     const Scheme scheme = scheme_for(stride, d.oh, d.ow);
-    const int64_t t = tile_of(scheme);
-    return {d.n * ((d.oh + t - 1) / t) * ((d.ow + t - 1) / t), points_of(scheme),
-            products_per_output(scheme, d.oh, d.ow)};
+    const Tiling tiling = tiling_of(scheme, d.oh, d.ow);
+    return {d.n * tiling.rows * tiling.cols, points_of(scheme), products_per_output(scheme, d.oh, d.ow)};
 }
 
 Tensor conv_winograd(const Tensor & x, const Tensor & w, const Tensor & bias, const Conv2dParams & p,
@@ -441,8 +447,9 @@ Tensor conv_winograd(const Tensor & x, const Tensor & w, const Tensor & bias, co
     const packed::Kernel & kn = packed::kernel_for(isa);
     const int64_t channels = d.cg, oc = d.ocg, stride = p.stride_h;
     const Scheme scheme = scheme_for(stride, d.oh, d.ow);
-    const int64_t points = points_of(scheme), size = tile_of(scheme);
-    const Tiling tiling{size, (d.oh + size - 1) / size, (d.ow + size - 1) / size};
+    const int64_t points = points_of(scheme);
+    const Tiling tiling = tiling_of(scheme, d.oh, d.ow);
+    const int64_t size = tiling.size;
     const int64_t tiles = d.n * tiling.rows * tiling.cols;
 
     // Padded further at the bottom and right so that every tile's window
