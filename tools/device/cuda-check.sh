@@ -1,22 +1,53 @@
 #!/usr/bin/env bash
-# CUDA check on the GPU machine (H100 / H200; nvcc, CMake, ninja and
+# CUDA check on the GPU machine (H100 / H200; nvcc, CMake, ninja, PyTorch and
 # compute-sanitizer there, no Node): builds the standalone native test and
 # bench executables with the CUDA backend for sm_90, runs the CUDA tests
 # (every op against the CPU reference, fp32 and tf32; the models and the
 # whole pipeline against the CPU backend and the golden reference, fp32),
-# times Pipeline::run end to end on cuda and cpu, times the conv layers
-# of the native bench on the GPU in both precisions, runs compute-sanitizer
-# memcheck, racecheck and initcheck on the CUDA tests, the whole native
-# suite, and last the PyTorch peer of the pipeline (bench/torch_peer.py).
+# segment() through the addon on cuda against cpu on four photos (with a
+# carried node binary), the PyTorch peer of the pipeline side by side with
+# fovea_bench --pipeline (bench/torch_peer.py; the released-size models and
+# the embedded one), compute-sanitizer memcheck, racecheck and initcheck on
+# the CUDA tests, and the conv layers of the native bench in both precisions.
 # A summary and an archive of every log go to $OUT (the device tool's folder)
 # or ./cuda-check-out.
 #
-#   bash tools/device/cuda-check.sh            # from the repository root
+#   bash tools/device/cuda-check.sh --prepare-e2e   # here, before the call: packs .device/
+#   run(command="bash tools/device/cuda-check.sh", carry=[".device", "dist"], timeout_s=540)
 #
-# Budget: about 6 minutes on 16 cores, never more than BUDGET (8.5 min); every step has its own timeout, and a
-# failed step does not stop the later ones (the summary says which failed).
+# --prepare-e2e builds the addon with CUDA for sm_90 (build-addon-cuda/), compiles
+# the TypeScript (dist/) and packs node, that addon and the runtime packages of
+# dist/ into .device/e2e.tar.xz (about 34 MB), with four photos in .device/photos
+# (the three held-out photos of the model card's overlays and dog.jpg). Add
+# /.device/ to .git/info/exclude so that only `carry` takes it along.
+#
+# Budget: never more than BUDGET seconds (default 480); every step has its own timeout,
+# later steps are skipped when the time is spent, and a failed step does not stop the
+# later ones (the summary says which failed or were skipped). Steps run in order of value.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
+
+if [ "${1:-}" = "--prepare-e2e" ]; then
+    set -e
+    shared=${FOVEA_SHARED:-../shared}/fixtures/datasets
+    npx cmake-js compile -O build-addon-cuda --CDFOVEA_CUDA=ON --CDCMAKE_CUDA_ARCHITECTURES=90
+    npm run build:ts
+    rm -rf .device
+    mkdir -p .device/photos .device/pkg/node_modules
+    cp "$shared/coco-mini/val2017/000000000139.jpg" .device/photos/coco-mini_139.jpg
+    cp "$shared/coco128-seg/images/train2017/000000000564.jpg" .device/photos/coco128_564.jpg
+    cp "$shared/nuts/data/images/8.jpg" .device/photos/nuts_8.jpg
+    cp test/fixtures/photos/dog.jpg .device/photos/
+    # dist/ needs these at run time (sharp and its libvips, the addon loader, the ONNX protobuf).
+    for m in sharp @img detect-libc semver node-gyp-build onnx-proto protobufjs @protobufjs long; do
+        cp -r "node_modules/$m" .device/pkg/node_modules/
+    done
+    cp build-addon-cuda/Release/fovea.node "$(command -v node)" .device/pkg/
+    tar cf - -C .device/pkg . | xz -T0 -6 >.device/e2e.tar.xz
+    rm -rf .device/pkg
+    du -sh .device
+    exit 0
+fi
 out=${OUT:-$PWD/cuda-check-out}
 mkdir -p "$out"
 build=build-device
@@ -25,9 +56,9 @@ summary="$out/summary.txt"
 : >"$summary"
 status=0
 
-# The whole script stays within BUDGET seconds (default 510): each step's
-# timeout is cut to what is left, and a step with under 20 s left is skipped.
-budget=${BUDGET:-510}
+# The whole script stays within BUDGET seconds: each step's timeout is cut to
+# what is left, and a step with under 20 s left is skipped.
+budget=${BUDGET:-480}
 
 # step NAME SECONDS COMMAND...: runs with a timeout, logs to $out/NAME.log,
 # records ok / FAIL rc / SKIP in the summary.
@@ -84,34 +115,51 @@ cuobjdump --dump-resource-usage "$build/fovea_tests" >"$out/resource-usage.txt" 
 # FOVEA_REQUIRE_CUDA turns "skipped: no CUDA device" into a failure here.
 # The tests run every conv / gemm / linear case in fp32 and tf32 themselves.
 export FOVEA_REQUIRE_CUDA=1
-step cuda-tests 120 "$build/fovea_tests" cuda_
-# segment()'s native pipeline end to end on a synthetic 640x480 image with the
-# embedded SharpMask: ms per image on cuda (tf32, then fp32) and on the CPU.
-step pipeline-bench 90 "$build/fovea_bench" --pipeline weights/sharpmask.safetensors --device cuda,cpu \
-    --image 640x480 --repeats 5
-step pipeline-fp32 45 "$build/fovea_bench" --pipeline weights/sharpmask.safetensors --device cuda \
-    --precision fp32 --image 640x480 --repeats 5
-# Conv layers of ResNet-50 / VGG-16 at 224 on the CUDA backend, both precisions.
-step bench-tf32 90 "$build/fovea_bench" --device cuda --precision tf32 --size 224
-step bench-fp32 90 "$build/fovea_bench" --device cuda --precision fp32 --size 224
+step cuda-tests 100 "$build/fovea_tests" cuda_
+# segment() through the addon, cuda against cpu, on photos: needs what --prepare-e2e
+# packs here (node, the addon built with CUDA for sm_90, sharp) and the carried dist/.
+if [ -f .device/e2e.tar.xz ] && [ -f dist/index.js ]; then
+    step e2e-unpack 60 python3 -c 'import tarfile; tarfile.open(".device/e2e.tar.xz").extractall("/tmp/e2e")' &&
+        mkdir -p build/Release && cp /tmp/e2e/fovea.node build/Release/fovea.node
+    for precision in tf32 fp32; do
+        step "addon-e2e-$precision" 60 env FOVEA_CUDA_PRECISION=$precision NODE_PATH=/tmp/e2e/node_modules \
+            /tmp/e2e/node tools/device/addon-e2e.js --photos .device/photos --json "$out/addon-e2e-$precision.json"
+    done
+else
+    printf '%-22s SKIP (no .device/e2e.tar.xz or dist/: run --prepare-e2e here first)\n' addon-e2e | tee -a "$summary"
+fi
+# The released-size models (SharpMask ResNet-50, MultiPathNet ResNet-18; random weights) for
+# the side-by-side timings: the embedded model is too light to load a GPU.
+full=/tmp/full
+step full-models 60 "${PYTHON:-python3}" tools/reference/make_golden.py --full --only sharpmask-resnet50 \
+    multipathnet-resnet18 --out "$full" --no-check
+# The GPU peer: the same pipeline work in eager PyTorch with cuDNN (bench/torch_peer.py, the
+# reference models of tools/reference) against fovea_bench --pipeline on the same image, per
+# stage, 640x480 and 1280x960; JSON in the archive.
+peer() {
+    local name=$1 precision=$2
+    shift 2
+    step "$name" 90 "${PYTHON:-python3}" bench/torch_peer.py --device cuda --precision "$precision" \
+        --image 640x480,1280x960 --repeats 7 --fovea-bench "$build/fovea_bench" --json "$out/$name.json" "$@"
+}
+peer torch-peer-full-tf32 tf32 --model "$full/sharpmask-resnet50.safetensors" \
+    --classifier "$full/multipathnet-resnet18.safetensors"
+peer torch-peer-tf32 tf32
 # Sanitizers on the CUDA subset; --error-exitcode makes a finding fail the step.
 # (No leak check: device contexts and their cached blocks live until exit by design.)
 # The pipeline tests run their small golden cases only under the sanitizers.
 export FOVEA_CUDA_PIPELINE_QUICK=1
-step memcheck 120 compute-sanitizer --tool memcheck --error-exitcode 3 "$build/fovea_tests" cuda_
-step racecheck 120 compute-sanitizer --tool racecheck --racecheck-report all --error-exitcode 3 \
+step memcheck 75 compute-sanitizer --tool memcheck --error-exitcode 3 "$build/fovea_tests" cuda_
+step racecheck 75 compute-sanitizer --tool racecheck --racecheck-report all --error-exitcode 3 \
     "$build/fovea_tests" cuda_
-step initcheck 120 compute-sanitizer --tool initcheck --error-exitcode 3 "$build/fovea_tests" cuda_
-# The whole native suite (CPU tests and the model tests on their goldens).
 unset FOVEA_CUDA_PIPELINE_QUICK
-step all-tests 120 "$build/fovea_tests"
-# The GPU peer: the same pipeline work in eager PyTorch with cuDNN (bench/torch_peer.py, the
-# reference models of tools/reference) against fovea_bench --pipeline on the same image, per
-# stage, both precisions, 640x480 and 1280x960; JSON in the archive.
-for precision in tf32 fp32; do
-    step "torch-peer-$precision" 75 "${PYTHON:-python3}" bench/torch_peer.py --device cuda --precision "$precision" \
-        --image 640x480,1280x960 --repeats 7 --fovea-bench "$build/fovea_bench" --json "$out/torch-peer-$precision.json"
-done
+peer torch-peer-full-fp32 fp32 --model "$full/sharpmask-resnet50.safetensors" \
+    --classifier "$full/multipathnet-resnet18.safetensors"
+# Conv layers of ResNet-50 / VGG-16 at 224 on the CUDA backend, both precisions.
+step bench-tf32 60 "$build/fovea_bench" --device cuda --precision tf32 --size 224
+step bench-fp32 60 "$build/fovea_bench" --device cuda --precision fp32 --size 224
+FOVEA_CUDA_PIPELINE_QUICK=1 step initcheck 75 compute-sanitizer --tool initcheck --error-exitcode 3 \
+    "$build/fovea_tests" cuda_
 
 printf '\n=== summary\n'
 cat "$summary"

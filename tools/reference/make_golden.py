@@ -290,8 +290,9 @@ def make_one(name: str, out_dir: str, check: bool = True, verbose: bool = True) 
     info = dict(name=name, weights_bytes=wsize, io_bytes=iosize, params=count_params(model),
                 fixed=count_fixed(model), max_rel=max(errs.values()) if errs else None)
     if verbose:
+        max_rel = "not checked" if info["max_rel"] is None else f"{info['max_rel']:.2e}"
         print(f"{name:30s} weights {wsize/1e6:6.3f} MB  io {iosize/1e6:6.3f} MB  params {info['params']:>11,}"
-              f"  fixed {info['fixed']:>7,}  max rel (unfolded fp32 vs golden) {info['max_rel']:.2e}")
+              f"  fixed {info['fixed']:>7,}  max rel (unfolded fp32 vs golden) {max_rel}")
     return info
 
 
