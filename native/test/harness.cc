@@ -72,12 +72,27 @@ Conv2dParams conv_params(int stride, int pad, int dilation, int groups, Activati
 
 }  // namespace fovea::test
 
+// Arguments select tests by substring: a test runs when its name contains one
+// of the plain arguments (or there is none) and none of the '-' ones, e.g.
+// `fovea_tests cuda_ -cuda_out_of_memory`.
+static bool selected(const std::string & name, int argc, char ** argv) {
+    bool any_positive = false, matched = false;
+    for (int i = 1; i < argc; i++) {
+        const bool exclude = argv[i][0] == '-';
+        if (std::strstr(name.c_str(), argv[i] + (exclude ? 1 : 0)) != nullptr) {
+            if (exclude) return false;
+            matched = true;
+        }
+        any_positive |= !exclude;
+    }
+    return matched || !any_positive;
+}
+
 int main(int argc, char ** argv) {
     using namespace fovea::test;
-    const char * filter = argc > 1 ? argv[1] : nullptr;
     int passed = 0, skipped = 0, failed = 0;
     for (auto & tc : registry()) {
-        if (filter && std::strstr(tc.name.c_str(), filter) == nullptr) continue;
+        if (!selected(tc.name, argc, argv)) continue;
         auto t0 = std::chrono::steady_clock::now();
         try {
             tc.fn();

@@ -11,7 +11,8 @@
 //                                  [--device cuda]   # --device cpu: a dry run of the script here
 //
 // Exit status 1 when CUDA is unavailable, an instance set differs (count, or a
-// matched mask or box IoU under 0.99), or a device error has the wrong code.
+// matched mask IoU under 0.99; in fp32 also a box IoU under 0.99: in tf32 one
+// flipped edge pixel may move a box), or a device error has the wrong code.
 'use strict';
 const fs = require('node:fs');
 const os = require('node:os');
@@ -49,7 +50,7 @@ function boxIou(a, b) {
 // Each CPU instance (in score order) takes the unmatched CUDA instance of the
 // same label whose mask overlaps it most: a near tie may swap two instances'
 // ranks without either being wrong.
-function compareInstances(cpu, cuda) {
+function compareInstances(cpu, cuda, checkBoxes) {
   const used = new Set();
   const pairs = cpu.map((a, rank) => {
     let best = -1;
@@ -71,7 +72,7 @@ function compareInstances(cpu, cuda) {
     minMaskIou: min('maskIou', pairs.length),
     minBoxIou: min('boxIou', pairs.length),
     minMaskIouTop10: min('maskIou', 10),
-    below099: pairs.filter((p) => p.maskIou < 0.99 || p.boxIou < 0.99).map((p) => p.rank),
+    below099: pairs.filter((p) => p.maskIou < 0.99 || (checkBoxes && p.boxIou < 0.99)).map((p) => p.rank),
     maxScoreDiff: Math.max(0, ...pairs.map((p) => p.scoreDiff)),
   };
 }
@@ -128,7 +129,7 @@ async function main() {
   for (const [i, file] of files.entries()) {
     const rc = await cpu.segment(images[i]);
     const rg = await cuda.segment(images[i]);
-    const cmp = compareInstances(rc.instances, rg.instances);
+    const cmp = compareInstances(rc.instances, rg.instances, report.precision === 'fp32');
     const gpuTime = await timeSegment(cuda, images[i], opts.repeats);
     const cpuTime = await timeSegment(cpu, images[i], 3);
     const entry = { file: path.basename(file), size: `${rc.width}x${rc.height}`, device: rg.device, ...cmp, cuda: gpuTime, cpu: cpuTime };

@@ -149,15 +149,27 @@ peer torch-peer-tf32 tf32
 # (No leak check: device contexts and their cached blocks live until exit by design.)
 # The pipeline tests run their small golden cases only under the sanitizers.
 export FOVEA_CUDA_PIPELINE_QUICK=1
-step memcheck 75 compute-sanitizer --tool memcheck --error-exitcode 3 "$build/fovea_tests" cuda_
+# The out-of-memory test is left out of memcheck: its failed cudaMalloc calls are
+# intended and memcheck reports them. racecheck takes the op tests only: the models
+# run the same kernels, 100 times slower under it.
+step memcheck 75 compute-sanitizer --tool memcheck --error-exitcode 3 "$build/fovea_tests" cuda_ -cuda_out_of_memory
 step racecheck 75 compute-sanitizer --tool racecheck --racecheck-report all --error-exitcode 3 \
-    "$build/fovea_tests" cuda_
+    "$build/fovea_tests" cuda_ -cuda_models -cuda_pipeline
 unset FOVEA_CUDA_PIPELINE_QUICK
 peer torch-peer-full-fp32 fp32 --model "$full/sharpmask-resnet50.safetensors" \
     --classifier "$full/multipathnet-resnet18.safetensors"
 # Conv layers of ResNet-50 / VGG-16 at 224 on the CUDA backend, both precisions.
 step bench-tf32 60 "$build/fovea_bench" --device cuda --precision tf32 --size 224
 step bench-fp32 60 "$build/fovea_bench" --device cuda --precision fp32 --size 224
+# Where the GPU time of a released-size run goes, kernel by kernel (nsys where installed, else
+# ncu on the first 600 kernels of one run).
+profile_args=("$build/fovea_bench" --pipeline "$full/sharpmask-resnet50.safetensors" --classifier
+    "$full/multipathnet-resnet18.safetensors" --device cuda --image 640x480 --repeats 1)
+if command -v nsys >/dev/null; then
+    step profile 90 nsys profile --stats=true --force-overwrite true -o /tmp/fovea-profile "${profile_args[@]}"
+else
+    step profile 90 ncu --metrics gpu__time_duration.sum --print-summary per-kernel --launch-count 600 "${profile_args[@]}"
+fi
 FOVEA_CUDA_PIPELINE_QUICK=1 step initcheck 75 compute-sanitizer --tool initcheck --error-exitcode 3 \
     "$build/fovea_tests" cuda_
 

@@ -28,8 +28,8 @@ import torch.nn.functional as F
 # padding / cropping
 
 
-def _sym_index(n: int, p: int) -> torch.Tensor:
-    i = torch.arange(-p, n + p)
+def _sym_index(n: int, p: int, device: torch.device) -> torch.Tensor:
+    i = torch.arange(-p, n + p, device=device)
     i = torch.where(i < 0, -i - 1, i)
     i = torch.where(i >= n, 2 * n - 1 - i, i)
     return i
@@ -44,7 +44,7 @@ class _SymPad(torch.autograd.Function):
     def forward(ctx, x, p):
         ctx.p = p
         h, w = x.shape[-2], x.shape[-1]
-        return x.index_select(-2, _sym_index(h, p)).index_select(-1, _sym_index(w, p))
+        return x.index_select(-2, _sym_index(h, p, x.device)).index_select(-1, _sym_index(w, p, x.device))
 
     @staticmethod
     def backward(ctx, g):
