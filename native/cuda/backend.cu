@@ -53,6 +53,7 @@ Context * create_context(int device) {
     check(cudaGetDeviceProperties(&prop, device), "cudaGetDeviceProperties");
     ctx->cc_major = prop.major;
     ctx->cc_minor = prop.minor;
+    ctx->multiprocessors = prop.multiProcessorCount;
     ctx->precision = default_precision(prop.major);
     check(cudaStreamCreateWithFlags(&ctx->stream, cudaStreamNonBlocking), "cudaStreamCreate");
     check(cudaEventCreateWithFlags(&ctx->staging_done, cudaEventDisableTiming), "cudaEventCreate");

@@ -35,6 +35,7 @@ inline void check_launch(const char * op) { check(cudaGetLastError(), op); }
 struct Context {
     int device = 0;
     int cc_major = 0, cc_minor = 0;
+    int multiprocessors = 1;  // sizes the split of small matrix products (gemm.cu)
     cudaStream_t stream = nullptr;
     DeviceAllocator * alloc = nullptr;
     std::atomic<Precision> precision{Precision::FP32};

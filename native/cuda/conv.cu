@@ -49,6 +49,15 @@ Tensor conv2d(Context & ctx, const Tensor & x, const Tensor & w, const Tensor & 
         g.add_cs = 0;
         g.add_gs = ocg;
     }
+    if (kh == 1 && kw == 1 && p.stride_h == 1 && p.stride_w == 1 && oh == h && ow == wd && p.pad_top == 0 &&
+        p.pad_left == 0) {
+        // A 1x1 convolution over the whole image is a plain product with the
+        // image as B (k = channel, n = pixel): no window arithmetic.
+        g.b_rs = h * wd;
+        g.b_cs = 1;
+        launch_gemm(ctx, g, "conv2d");
+        return y;
+    }
     g.conv = true;
     g.window.h = int32_t(h);
     g.window.w = int32_t(wd);

@@ -4,9 +4,16 @@
 // One kernel template, two axes: the B operand (a dense strided matrix, or a
 // conv window gathered on the fly) and the arithmetic (fp32 SIMT with a 4x4
 // register tile per thread, or tf32 tensor cores through WMMA m16n16k8 with
-// fp32 accumulation). A block computes a 64x64 tile of C over 16-deep K
-// slices staged in shared memory; the epilogue (alpha, the broadcast add
+// fp32 accumulation). A block computes a 64x64 tile of C over 32-deep K
+// slices staged in shared memory; the next slice is loaded into registers
+// while the current one is multiplied. The epilogue (alpha, the broadcast add
 // with beta, the activation) runs on the tile before it is stored.
+//
+// Split K: where the tiles of C are too few to fill the GPU (the deep layers
+// of a trunk on a small image: 512 channels x 7x7 pixels is one tile), the K
+// range is cut into slices that separate blocks multiply; the slices' partial
+// tiles go to a workspace and a second kernel sums them in a fixed order
+// (the same result on every run) and applies the epilogue.
 #include <mma.h>
 
 #include "core/op_shapes.h"
@@ -24,25 +31,25 @@ namespace fovea::cuda {
 
 namespace {
 
-constexpr int kBM = 64, kBN = 64, kBK = 16;
+constexpr int kBM = 64, kBN = 64, kBK = 32;
 constexpr int kThreads = 256;
+// Elements of the A tile and of the B tile each thread loads per K slice.
+constexpr int kLoads = kBM * kBK / kThreads;
+static_assert(kBN * kBK / kThreads == kLoads, "A and B tiles are loaded alike");
+static_assert(kThreads % kBM == 0 && kThreads % kBK == 0, "a thread keeps its row or column across loads");
 // Rows of the shared tiles are padded by 4 floats: WMMA needs leading
 // dimensions that are multiples of 4, and the padding spreads the banks.
 constexpr int kLdA = kBM + 4, kLdB = kBN + 4, kLdC = kBN + 4;
 constexpr int kTileFloats = kBK * kLdA + kBK * kLdB;
 constexpr int kSmemFloats = kTileFloats > kBM * kLdC ? kTileFloats : kBM * kLdC;
 
-__device__ __forceinline__ float load_b(const GemmArgs & p, const float * b, int64_t gk, int64_t gn) {
-    if (!p.conv) return b[gk * p.b_rs + gn * p.b_cs];
-    const ConvWindow & g = p.window;
-    const int32_t khw = g.kh * g.kw;
-    const int32_t c = int32_t(gk) / khw, r = int32_t(gk) - c * khw;
-    const int32_t ki = r / g.kw, kj = r - ki * g.kw;
-    const int32_t oy = int32_t(gn) / g.ow, ox = int32_t(gn) - oy * g.ow;
-    const int32_t ih = oy * g.sh - g.pt + ki * g.dh, iw = ox * g.sw - g.pl + kj * g.dw;
-    if (ih < 0 || ih >= g.h || iw < 0 || iw >= g.w) return 0.0f;
-    return b[(int64_t(c) * g.h + ih) * g.w + iw];
-}
+// The K range each z-slice of the grid multiplies: splits slices of
+// k_per_split (a multiple of kBK); partial tiles go to `partial`
+// [splits][problems][m][n] when splits > 1.
+struct SplitK {
+    int64_t splits = 1, k_per_split = 0;
+    float * partial = nullptr;
+};
 
 __device__ __forceinline__ float epilogue(const GemmArgs & p, const float * add, float acc, int64_t m, int64_t n) {
     float v = acc;
@@ -61,8 +68,23 @@ template <bool Tf32> __device__ __forceinline__ float to_operand(float v) {
     return v;
 }
 
+// Where a thread's loads fall in a tile: with kThreads a multiple of the
+// tile's fast extent, each thread keeps one index of the fast axis (`fixed`)
+// and steps the other by kThreads / fast extent from `first`.
+struct TileWalk {
+    bool k_fast;
+    int fixed, first, step;
+    __device__ TileWalk(bool k_is_fast, int extent, int tid)
+        : k_fast(k_is_fast),
+          fixed(k_is_fast ? tid % kBK : tid % extent),
+          first(k_is_fast ? tid / kBK : tid / extent),
+          step(k_is_fast ? kThreads / kBK : kThreads / extent) {}
+    __device__ int kk(int i) const { return k_fast ? fixed : first + i * step; }
+    __device__ int mn(int i) const { return k_fast ? first + i * step : fixed; }
+};
+
 template <bool Tf32>
-__global__ void __launch_bounds__(kThreads) gemm_kernel(const GemmArgs p) {
+__global__ void __launch_bounds__(kThreads) gemm_kernel(const GemmArgs p, const SplitK split) {
     __shared__ __align__(32) float smem[kSmemFloats];
     float * as = smem;               // [kBK][kLdA]: A tile, k-major
     float * bs = smem + kBK * kLdA;  // [kBK][kLdB]
@@ -70,14 +92,51 @@ __global__ void __launch_bounds__(kThreads) gemm_kernel(const GemmArgs p) {
     const int64_t m0 = int64_t(blockIdx.y) * kBM, n0 = int64_t(blockIdx.x) * kBN;
     const int64_t problems = p.batches * p.groups;
     // Coalesced loads: walk whichever index is contiguous in memory.
-    const bool a_k_fast = p.a_cs == 1;
-    const bool b_k_fast = !p.conv && p.b_rs == 1 && p.b_cs != 1;
-    for (int64_t z = blockIdx.z; z < problems; z += gridDim.z) {
+    const TileWalk wa(p.a_cs == 1, kBM, tid);
+    const TileWalk wb(!p.conv && p.b_rs == 1 && p.b_cs != 1, kBN, tid);
+    // A conv thread gathers one output pixel (its fixed column) for every K
+    // slice: its window origin is computed once.
+    const ConvWindow & win = p.window;
+    const int32_t khw = win.kh * win.kw;
+    int32_t iy0 = 0, ix0 = 0;
+    if (p.conv) {
+        const int32_t gn = int32_t(n0) + wb.fixed;
+        const int32_t oy = gn / win.ow, ox = gn - oy * win.ow;
+        iy0 = oy * win.sh - win.pt;
+        ix0 = ox * win.sw - win.pl;
+    }
+    for (int64_t zz = blockIdx.z; zz < problems * split.splits; zz += gridDim.z) {
+        const int64_t z = zz / split.splits, slice = zz % split.splits;
+        const int64_t k_begin = slice * split.k_per_split;
+        const int64_t k_end = k_begin + split.k_per_split < p.k ? k_begin + split.k_per_split : p.k;
         const int64_t bb = z / p.groups, g = z % p.groups;
         const float * a = p.a + g * p.a_gs;
         const float * b = p.b + bb * p.b_bs + g * p.b_gs;
-        float * c = p.c + bb * p.c_bs + g * p.c_gs;
-        const float * add = p.add ? p.add + g * p.add_gs : nullptr;
+
+        float ra[kLoads], rb[kLoads];
+        auto load_slice = [&](int64_t k0) {
+#pragma unroll
+            for (int i = 0; i < kLoads; i++) {
+                const int64_t gm = m0 + wa.mn(i), gk = k0 + wa.kk(i);
+                ra[i] = gm < p.m && gk < k_end ? a[gm * p.a_rs + gk * p.a_cs] : 0.0f;
+            }
+#pragma unroll
+            for (int i = 0; i < kLoads; i++) {
+                const int64_t gn = n0 + wb.mn(i), gk = k0 + wb.kk(i);
+                float v = 0.0f;
+                if (gn < p.n && gk < k_end) {
+                    if (!p.conv) {
+                        v = b[gk * p.b_rs + gn * p.b_cs];
+                    } else {
+                        const int32_t c = int32_t(gk) / khw, r = int32_t(gk) - c * khw;
+                        const int32_t ki = r / win.kw, kj = r - ki * win.kw;
+                        const int32_t ih = iy0 + ki * win.dh, iw = ix0 + kj * win.dw;
+                        if (ih >= 0 && ih < win.h && iw >= 0 && iw < win.w) v = b[(int64_t(c) * win.h + ih) * win.w + iw];
+                    }
+                }
+                rb[i] = v;
+            }
+        };
 
         // fp32: thread (ty, tx) owns rows ty * 4 + i, columns tx * 4 + j.
         const int ty = tid / 16, tx = tid % 16;
@@ -92,23 +151,20 @@ __global__ void __launch_bounds__(kThreads) gemm_kernel(const GemmArgs p) {
         }
 #endif
 
-        for (int64_t k0 = 0; k0 < p.k; k0 += kBK) {
-            for (int e = tid; e < kBM * kBK; e += kThreads) {
-                const int mm = a_k_fast ? e / kBK : e % kBM, kk = a_k_fast ? e % kBK : e / kBM;
-                const int64_t gm = m0 + mm, gk = k0 + kk;
-                const float v = gm < p.m && gk < p.k ? a[gm * p.a_rs + gk * p.a_cs] : 0.0f;
-                as[kk * kLdA + mm] = to_operand<Tf32>(v);
-            }
-            for (int e = tid; e < kBN * kBK; e += kThreads) {
-                const int nn = b_k_fast ? e / kBK : e % kBN, kk = b_k_fast ? e % kBK : e / kBN;
-                const int64_t gn = n0 + nn, gk = k0 + kk;
-                const float v = gn < p.n && gk < p.k ? load_b(p, b, gk, gn) : 0.0f;
-                bs[kk * kLdB + nn] = to_operand<Tf32>(v);
+        if (k_begin < k_end) load_slice(k_begin);
+        for (int64_t k0 = k_begin; k0 < k_end; k0 += kBK) {
+#pragma unroll
+            for (int i = 0; i < kLoads; i++) {
+                as[wa.kk(i) * kLdA + wa.mn(i)] = to_operand<Tf32>(ra[i]);
+                bs[wb.kk(i) * kLdB + wb.mn(i)] = to_operand<Tf32>(rb[i]);
             }
             __syncthreads();
+            // The next slice's global loads are in flight during the products.
+            if (k0 + kBK < k_end) load_slice(k0 + kBK);
             if constexpr (Tf32) {
 #if FOVEA_WMMA_TF32
                 using namespace nvcuda;
+#pragma unroll
                 for (int kk = 0; kk < kBK; kk += 8) {
                     wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::col_major> af;
                     wmma::load_matrix_sync(af, as + kk * kLdA + wm * 16, kLdA);
@@ -137,6 +193,15 @@ __global__ void __launch_bounds__(kThreads) gemm_kernel(const GemmArgs p) {
             __syncthreads();
         }
 
+        // A split's raw sums go to its slice of the workspace; the reduction
+        // applies the epilogue.
+        float * c = split.splits > 1 ? split.partial + (slice * problems + z) * p.m * p.n
+                                     : p.c + bb * p.c_bs + g * p.c_gs;
+        const int64_t ldc = split.splits > 1 ? p.n : p.ldc;
+        const float * add = p.add ? p.add + g * p.add_gs : nullptr;
+        auto store = [&](int64_t gm, int64_t gn, float v) {
+            if (gm < p.m && gn < p.n) c[gm * ldc + gn] = split.splits > 1 ? v : epilogue(p, add, v, gm, gn);
+        };
         if constexpr (Tf32) {
             // Through shared memory (which the tiles no longer use): the
             // fragment layout is opaque, the stored tile is not.
@@ -150,22 +215,43 @@ __global__ void __launch_bounds__(kThreads) gemm_kernel(const GemmArgs p) {
             __syncthreads();
             for (int e = tid; e < kBM * kBN; e += kThreads) {
                 const int mm = e / kBN, nn = e % kBN;
-                const int64_t gm = m0 + mm, gn = n0 + nn;
-                if (gm < p.m && gn < p.n) c[gm * p.ldc + gn] = epilogue(p, add, cs[mm * kLdC + nn], gm, gn);
+                store(m0 + mm, n0 + nn, cs[mm * kLdC + nn]);
             }
             __syncthreads();  // the next problem's tiles overwrite cs
         } else {
 #pragma unroll
             for (int i = 0; i < 4; i++) {
-                const int64_t gm = m0 + ty * 4 + i;
 #pragma unroll
-                for (int j = 0; j < 4; j++) {
-                    const int64_t gn = n0 + tx * 4 + j;
-                    if (gm < p.m && gn < p.n) c[gm * p.ldc + gn] = epilogue(p, add, acc[i][j], gm, gn);
-                }
+                for (int j = 0; j < 4; j++) store(m0 + ty * 4 + i, n0 + tx * 4 + j, acc[i][j]);
             }
         }
     }
+}
+
+// Sums the split-K slices of every C element in slice order and applies the
+// epilogue.
+__global__ void splitk_reduce_kernel(const GemmArgs p, const float * partial, int64_t splits) {
+    const int64_t mn = p.m * p.n, total = p.batches * p.groups * mn;
+    for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
+        const int64_t z = i / mn, r = i - z * mn, gm = r / p.n, gn = r - gm * p.n;
+        float v = 0.0f;
+        for (int64_t s = 0; s < splits; s++) v += partial[s * total + i];
+        const int64_t bb = z / p.groups, g = z % p.groups;
+        const float * add = p.add ? p.add + g * p.add_gs : nullptr;
+        p.c[bb * p.c_bs + g * p.c_gs + gm * p.ldc + gn] = epilogue(p, add, v, gm, gn);
+    }
+}
+
+// Slices of K for a problem of `tiles` C tiles: enough for two blocks per
+// SM, each slice at least 4 K steps deep (shallower ones spend more on the
+// workspace than they gain), at most 32.
+int64_t splits_for(int64_t tiles, int64_t k, int multiprocessors) {
+    const int64_t target = 2 * int64_t(multiprocessors), k_steps = (k + kBK - 1) / kBK;
+    if (tiles >= target) return 1;
+    int64_t s = (target + tiles - 1) / tiles;
+    if (s > k_steps / 4) s = k_steps / 4;
+    if (s > 32) s = 32;
+    return s < 1 ? 1 : s;
 }
 
 }  // namespace
@@ -180,13 +266,31 @@ void launch_gemm(Context & ctx, const GemmArgs & args, const char * op) {
     const int64_t m_tiles = (args.m + kBM - 1) / kBM, n_tiles = (args.n + kBN - 1) / kBN;
     FOVEA_CHECK_INPUT(m_tiles <= 65535, op << ": " << args.m << " rows exceed the CUDA backend's limit of "
                                            << 65535 * kBM);
-    const dim3 grid(unsigned(n_tiles), unsigned(m_tiles), unsigned(problems < 65535 ? problems : 65535));
+    SplitK split;
+    split.splits = splits_for(m_tiles * n_tiles * problems, args.k, ctx.multiprocessors);
+    const int64_t k_steps = (args.k + kBK - 1) / kBK;
+    split.k_per_split = (k_steps + split.splits - 1) / split.splits * kBK;
+    if (args.k == 0) split.k_per_split = kBK;  // C = epilogue(0): one empty slice
+    // Rounding the slices to whole K steps may leave the last ones empty.
+    split.splits = args.k == 0 ? 1 : (args.k + split.k_per_split - 1) / split.k_per_split;
+    Tensor workspace;
+    if (split.splits > 1) {
+        workspace = ctx.empty({split.splits * problems * args.m * args.n});
+        split.partial = workspace.f32();
+    }
+    const int64_t slices = problems * split.splits;
+    const dim3 grid(unsigned(n_tiles), unsigned(m_tiles), unsigned(slices < 65535 ? slices : 65535));
     if (ctx.precision.load() == Precision::TF32) {
-        gemm_kernel<true><<<grid, kThreads, 0, ctx.stream>>>(args);
+        gemm_kernel<true><<<grid, kThreads, 0, ctx.stream>>>(args, split);
     } else {
-        gemm_kernel<false><<<grid, kThreads, 0, ctx.stream>>>(args);
+        gemm_kernel<false><<<grid, kThreads, 0, ctx.stream>>>(args, split);
     }
     check_launch(op);
+    if (split.splits > 1) {
+        splitk_reduce_kernel<<<grid_for(problems * args.m * args.n, 256), 256, 0, ctx.stream>>>(args, split.partial,
+                                                                                             split.splits);
+        check_launch(op);
+    }
 }
 
 Tensor gemm(Context & ctx, const Tensor & a, const Tensor & b, const Tensor & c, const GemmParams & p) {

@@ -489,6 +489,14 @@ FOVEA_TEST(cuda_conv2d) {
         {{1, 64, 20, 23}, {70, 64, 3, 3}, test::conv_params(1, 1, 1, 1, Activation::Relu), true},
         {{1, 3, 31, 29}, {16, 3, 7, 7}, test::conv_params(2, 3, 1, 1, Activation::None), true},
         {{1, 5, 8, 9}, {3, 5, 2, 3}, asym, true},
+        // 1x1 convolutions taken as plain products (stride 1, no padding), with
+        // groups and batches; at stride 2 they stay windows.
+        {{2, 8, 5, 6}, {6, 4, 1, 1}, test::conv_params(1, 0, 1, 2, Activation::Relu), true},
+        {{1, 4, 7, 7}, {3, 4, 1, 1}, test::conv_params(2, 0, 1, 1, Activation::None), true},
+        // Split K (few C tiles, deep K; the emulator has 4 SMs): over batches
+        // and groups, and 85 K steps, the last one partial.
+        {{2, 64, 7, 6}, {20, 32, 3, 3}, test::conv_params(1, 1, 1, 2, Activation::Relu), true},
+        {{1, 300, 5, 5}, {10, 300, 3, 3}, test::conv_params(1, 1, 1, 1, Activation::Sigmoid), true},
     };
     uint64_t seed = 800;
     for (const auto & [precision, tol] : precisions()) {
@@ -525,6 +533,9 @@ FOVEA_TEST(cuda_gemm_and_linear) {
             {65, 130, 17, true, true, {1, 130}, 1.5f, 1.0f, Activation::None},
             {5, 3, 0, false, false, {3}, 1.0f, 1.0f, Activation::None},
             {128, 64, 256, false, false, {}, 1.0f, 0.0f, Activation::None},
+            // Split K with alpha, the added C and an activation in the reduction.
+            {3, 5, 1000, false, false, {3, 5}, 0.5f, 1.0f, Activation::Relu},
+            {7, 9, 700, true, true, {9}, 1.0f, 1.0f, Activation::None},
         };
         for (const Case & c : cases) {
             const Tensor a = random_tensor(c.ta ? Shape{c.k, c.m} : Shape{c.m, c.k}, seed++);
