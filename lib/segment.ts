@@ -169,9 +169,9 @@ export class Segmenter {
   /** Loads the models (in a worker thread) and returns a ready Segmenter. */
   static async create(options: SegmenterOptions = {}): Promise<Segmenter> {
     const resolved = resolveSegmenterOptions(options);
-    // The CUDA pipeline has only run under a CPU emulation of the device, never on a GPU:
-    // until it has, 'auto' means the CPU and CUDA must be asked for by name.
-    const device = resolved.device === 'auto' ? 'cpu' : resolved.device;
+    // 'auto': the first CUDA device where this binary has CUDA and finds a usable device
+    // (cuda_status() probes once per process), else the CPU. result.device says which ran.
+    const device = resolved.device === 'auto' ? (native().info().cuda.available ? 'cuda' : 'cpu') : resolved.device;
     if (resolved.model === DEFAULT_MODEL && !fs.existsSync(DEFAULT_MODEL)) {
       throw new FoveaError(
         'ERR_WEIGHTS',

@@ -444,7 +444,8 @@ int run_cuda(const std::vector<Layer> & layers, int repeats_opt, const std::stri
 int run_pipeline(const std::string & model, const std::string & classifier, const std::string & devices,
                  const std::string & size, int repeats_opt, const std::string & precision_arg) {
     long long ww = 640, hh = 480;
-    if (!size.empty() && std::sscanf(size.c_str(), "%lldx%lld", &ww, &hh) != 2) {
+    char trailing = 0;
+    if (!size.empty() && std::sscanf(size.c_str(), "%lldx%lld%c", &ww, &hh, &trailing) != 2) {
         std::fprintf(stderr, "fovea_bench: --image must be WxH, got %s\n", size.c_str());
         return 2;
     }

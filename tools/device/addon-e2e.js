@@ -151,6 +151,10 @@ async function main() {
   report.errors = {
     missingDevice: await expectCode(fovea.createSegmenter({ ...base, device: `cuda:${info.cuda.devices.length}` }), 'ERR_DEVICE'),
   };
+  // device 'auto' (the default) takes the GPU.
+  const auto = await fovea.createSegmenter(base);
+  report.errors.autoPicksCuda = opts.device === 'cpu' || auto.device === 'cuda:0' ? 'ok' : `auto ran on ${auto.device}`;
+  await auto.close();
   // The device still serves a new Segmenter after the old one closed.
   const again = await fovea.createSegmenter({ ...base, device: opts.device });
   const rerun = await again.segment(images[0]);

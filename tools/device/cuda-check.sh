@@ -27,6 +27,18 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 
+if [ "${1:-}" = "--prepare-base" ]; then
+    # Sources of earlier commits for a same-run A/B of the native code (below).
+    shift
+    mkdir -p .device
+    rm -f .device/base-*.tar
+    for commit in "$@"; do
+        git archive --format=tar -o ".device/base-$(git rev-parse --short "$commit").tar" "$commit" CMakeLists.txt native
+    done
+    ls -la .device/base-*.tar
+    exit 0
+fi
+
 if [ "${1:-}" = "--prepare-e2e" ]; then
     set -e
     shared=${FOVEA_SHARED:-../shared}/fixtures/datasets
@@ -99,13 +111,14 @@ cat "$out/machine.txt"
 generator=()
 command -v ninja >/dev/null && generator=(-G Ninja)
 nvcc_path=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
-rm -rf "$build"
-step configure 120 cmake -S . -B "$build" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release -DFOVEA_CUDA=ON \
-    -DFOVEA_WERROR=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DCMAKE_CUDA_COMPILER="$nvcc_path" || {
-    cat "$summary"
-    exit 1
+# build_tree NAME SOURCE_DIR BUILD_DIR: the CUDA test and bench executables for sm_90.
+build_tree() {
+    rm -rf "$3"
+    step "$1-configure" 120 cmake -S "$2" -B "$3" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release -DFOVEA_CUDA=ON \
+        -DFOVEA_WERROR=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DCMAKE_CUDA_COMPILER="$nvcc_path" &&
+        step "$1-build" 240 cmake --build "$3" -j "$jobs" --target fovea_tests fovea_bench
 }
-step build 240 cmake --build "$build" -j "$jobs" --target fovea_tests fovea_bench || {
+build_tree this . "$build" || {
     cat "$summary"
     exit 1
 }
@@ -116,6 +129,37 @@ cuobjdump --dump-resource-usage "$build/fovea_tests" >"$out/resource-usage.txt" 
 # The tests run every conv / gemm / linear case in fp32 and tf32 themselves.
 export FOVEA_REQUIRE_CUDA=1
 step cuda-tests 100 "$build/fovea_tests" cuda_
+# The released-size models (SharpMask ResNet-50, MultiPathNet ResNet-18; random weights) for
+# the side-by-side timings: the embedded model is too light to load a GPU.
+full=/tmp/full
+step full-models 60 "${PYTHON:-python3}" tools/reference/make_golden.py --full --only sharpmask-resnet50 \
+    multipathnet-resnet18 --out "$full" --no-check
+# Same-run A/B of the native code against earlier commits packed by --prepare-base: each is
+# built and its CUDA op tests run; then the released-size pipeline (tf32) and the conv layers
+# at 224 alternate between the builds, two rounds.
+benches=("$build/fovea_bench")
+for tarball in .device/base-*.tar; do
+    [ -f "$tarball" ] || continue
+    name=$(basename "$tarball" .tar)
+    rm -rf "/tmp/$name" && mkdir -p "/tmp/$name" && tar xf "$tarball" -C "/tmp/$name"
+    build_tree "$name" "/tmp/$name" "/tmp/$name/build" &&
+        step "$name-op-tests" 60 "/tmp/$name/build/fovea_tests" cuda_ -cuda_models -cuda_pipeline &&
+        benches+=("/tmp/$name/build/fovea_bench")
+done
+if [ ${#benches[@]} -gt 1 ]; then
+    step ab-pipeline-layers 120 bash -c 'full=$1; shift
+        for round in 1 2; do
+            for exe in "$@"; do
+                for image in 640x480 1280x960; do
+                    echo "=== round $round: $exe $image"
+                    "$exe" --pipeline "$full/sharpmask-resnet50.safetensors" --classifier \
+                        "$full/multipathnet-resnet18.safetensors" --device cuda --precision tf32 --image $image --repeats 7
+                done
+                echo "=== round $round: $exe conv layers at 224, tf32"
+                "$exe" --device cuda --precision tf32 --size 224 | tail -n 3
+            done
+        done' _ "$full" "${benches[@]}"
+fi
 # segment() through the addon, cuda against cpu, on photos: needs what --prepare-e2e
 # packs here (node, the addon built with CUDA for sm_90, sharp) and the carried dist/.
 if [ -f .device/e2e.tar.xz ] && [ -f dist/index.js ]; then
@@ -128,11 +172,6 @@ if [ -f .device/e2e.tar.xz ] && [ -f dist/index.js ]; then
 else
     printf '%-22s SKIP (no .device/e2e.tar.xz or dist/: run --prepare-e2e here first)\n' addon-e2e | tee -a "$summary"
 fi
-# The released-size models (SharpMask ResNet-50, MultiPathNet ResNet-18; random weights) for
-# the side-by-side timings: the embedded model is too light to load a GPU.
-full=/tmp/full
-step full-models 60 "${PYTHON:-python3}" tools/reference/make_golden.py --full --only sharpmask-resnet50 \
-    multipathnet-resnet18 --out "$full" --no-check
 # The GPU peer: the same pipeline work in eager PyTorch with cuDNN (bench/torch_peer.py, the
 # reference models of tools/reference) against fovea_bench --pipeline on the same image, per
 # stage, 640x480 and 1280x960; JSON in the archive.

@@ -6,7 +6,7 @@
 # and unwritten outputs, in fp32 and (emulated) tf32; timing, asynchrony and
 # races need the real device (tools/device/cuda-check.sh).
 #
-#   bash tools/device/emu/run.sh [BUILD_DIR] [TEST_FILTER]
+#   bash tools/device/emu/run.sh [BUILD_DIR] [TEST_FILTER...]   # fovea_tests' filters, default cuda_
 #
 # BUILD_DIR (default build-cuda) must be a CUDA build (-DFOVEA_CUDA=ON) whose
 # fovea_tests target is built: its core library and test objects are reused.
@@ -17,7 +17,8 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/../../.." && pwd)
 here="$root/tools/device/emu"
 build=$(cd "${1:-$root/build-cuda}" && pwd)
-filter=${2:-cuda_}
+filters=("${@:2}")
+[ ${#filters[@]} -gt 0 ] || filters=(cuda_)
 tests="$build/CMakeFiles/fovea_tests.dir/native/test"
 # The CUDA op tests, and the models and pipeline on CUDA (test_pipeline.cc's
 # cuda_* tests, which read the golden fixtures through fixtures.cc).
@@ -39,4 +40,4 @@ ls "$work"/src/*.cc | xargs -P "${JOBS:-2}" -I{} sh -c 'g++ "$@" -c {} -o "'"$wo
 ar rcs "$work/libfovea_cuda_emu.a" "$work"/obj/*.o
 g++ -fsanitize=address -o "$work/fovea_tests_emu" "${objs[@]}" \
     -Wl,--start-group "$work/libfovea_cuda_emu.a" "$build/libfovea_core.a" -Wl,--end-group -lpthread
-ASAN_OPTIONS=detect_leaks=0 "$work/fovea_tests_emu" "$filter"
+ASAN_OPTIONS=detect_leaks=0 "$work/fovea_tests_emu" "${filters[@]}"
