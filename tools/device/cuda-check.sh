@@ -44,7 +44,7 @@ if [ "${1:-}" = "--prepare-e2e" ]; then
     shared=${FOVEA_SHARED:-../shared}/fixtures/datasets
     npx cmake-js compile -O build-addon-cuda --CDFOVEA_CUDA=ON --CDCMAKE_CUDA_ARCHITECTURES=90
     npm run build:ts
-    rm -rf .device
+    rm -rf .device/photos .device/e2e.tar.xz
     mkdir -p .device/photos .device/pkg/node_modules
     cp "$shared/coco-mini/val2017/000000000139.jpg" .device/photos/coco-mini_139.jpg
     cp "$shared/coco128-seg/images/train2017/000000000564.jpg" .device/photos/coco128_564.jpg
