@@ -4,9 +4,7 @@
 // One kernel template, two axes: the B operand (a dense strided matrix, or a
 // conv window gathered on the fly) and the arithmetic (fp32 SIMT with a 4x4
 // register tile per thread, or tf32 tensor cores through WMMA m16n16k8 with
-// fp32 accumulation; four warps, each a 32x32 quarter of the tile, so that
-// every fragment loaded from shared memory feeds two products). A block
-// computes a 64x64 tile of C over 32-deep K
+// fp32 accumulation). A block computes a 64x64 tile of C over 32-deep K
 // slices staged in shared memory; the next slice is loaded into registers
 // while the current one is multiplied. The epilogue (alpha, the broadcast add
 // with beta, the activation) runs on the tile before it is stored.
@@ -34,13 +32,11 @@ namespace fovea::cuda {
 namespace {
 
 constexpr int kBM = 64, kBN = 64, kBK = 32;
-// fp32: 16x16 threads of 4x4 outputs; tf32: 2x2 warps of 32x32 outputs.
-template <bool Tf32> constexpr int kThreads = Tf32 ? 128 : 256;
+constexpr int kThreads = 256;
 // Elements of the A tile and of the B tile each thread loads per K slice.
-template <bool Tf32> constexpr int kLoads = kBM * kBK / kThreads<Tf32>;
-static_assert(kBM == kBN, "A and B tiles are loaded alike");
-static_assert(kThreads<true> % kBM == 0 && kThreads<true> % kBK == 0 && kThreads<false> % kBM == 0,
-              "a thread keeps its row or column across loads");
+constexpr int kLoads = kBM * kBK / kThreads;
+static_assert(kBN * kBK / kThreads == kLoads, "A and B tiles are loaded alike");
+static_assert(kThreads % kBM == 0 && kThreads % kBK == 0, "a thread keeps its row or column across loads");
 // Rows of the shared tiles are padded by 4 floats: WMMA needs leading
 // dimensions that are multiples of 4, and the padding spreads the banks.
 constexpr int kLdA = kBM + 4, kLdB = kBN + 4, kLdC = kBN + 4;
@@ -72,23 +68,23 @@ template <bool Tf32> __device__ __forceinline__ float to_operand(float v) {
     return v;
 }
 
-// Where a thread's loads fall in a tile: with the block's threads a multiple
-// of the tile's fast extent, each thread keeps one index of the fast axis
-// (`fixed`) and steps the other by threads / fast extent from `first`.
+// Where a thread's loads fall in a tile: with kThreads a multiple of the
+// tile's fast extent, each thread keeps one index of the fast axis (`fixed`)
+// and steps the other by kThreads / fast extent from `first`.
 struct TileWalk {
     bool k_fast;
     int fixed, first, step;
-    __device__ TileWalk(bool k_is_fast, int extent, int tid, int threads)
+    __device__ TileWalk(bool k_is_fast, int extent, int tid)
         : k_fast(k_is_fast),
           fixed(k_is_fast ? tid % kBK : tid % extent),
           first(k_is_fast ? tid / kBK : tid / extent),
-          step(k_is_fast ? threads / kBK : threads / extent) {}
+          step(k_is_fast ? kThreads / kBK : kThreads / extent) {}
     __device__ int kk(int i) const { return k_fast ? fixed : first + i * step; }
     __device__ int mn(int i) const { return k_fast ? first + i * step : fixed; }
 };
 
 template <bool Tf32>
-__global__ void __launch_bounds__(kThreads<Tf32>) gemm_kernel(const GemmArgs p, const SplitK split) {
+__global__ void __launch_bounds__(kThreads) gemm_kernel(const GemmArgs p, const SplitK split) {
     __shared__ __align__(32) float smem[kSmemFloats];
     float * as = smem;               // [kBK][kLdA]: A tile, k-major
     float * bs = smem + kBK * kLdA;  // [kBK][kLdB]
@@ -96,9 +92,8 @@ __global__ void __launch_bounds__(kThreads<Tf32>) gemm_kernel(const GemmArgs p, 
     const int64_t m0 = int64_t(blockIdx.y) * kBM, n0 = int64_t(blockIdx.x) * kBN;
     const int64_t problems = p.batches * p.groups;
     // Coalesced loads: walk whichever index is contiguous in memory.
-    constexpr int threads = kThreads<Tf32>, loads = kLoads<Tf32>;
-    const TileWalk wa(p.a_cs == 1, kBM, tid, threads);
-    const TileWalk wb(!p.conv && p.b_rs == 1 && p.b_cs != 1, kBN, tid, threads);
+    const TileWalk wa(p.a_cs == 1, kBM, tid);
+    const TileWalk wb(!p.conv && p.b_rs == 1 && p.b_cs != 1, kBN, tid);
     // A conv thread gathers one output pixel (its fixed column) for every K
     // slice: its window origin is computed once.
     const ConvWindow & win = p.window;
@@ -118,15 +113,15 @@ __global__ void __launch_bounds__(kThreads<Tf32>) gemm_kernel(const GemmArgs p, 
         const float * a = p.a + g * p.a_gs;
         const float * b = p.b + bb * p.b_bs + g * p.b_gs;
 
-        float ra[loads], rb[loads];
+        float ra[kLoads], rb[kLoads];
         auto load_slice = [&](int64_t k0) {
 #pragma unroll
-            for (int i = 0; i < loads; i++) {
+            for (int i = 0; i < kLoads; i++) {
                 const int64_t gm = m0 + wa.mn(i), gk = k0 + wa.kk(i);
                 ra[i] = gm < p.m && gk < k_end ? a[gm * p.a_rs + gk * p.a_cs] : 0.0f;
             }
 #pragma unroll
-            for (int i = 0; i < loads; i++) {
+            for (int i = 0; i < kLoads; i++) {
                 const int64_t gn = n0 + wb.mn(i), gk = k0 + wb.kk(i);
                 float v = 0.0f;
                 if (gn < p.n && gk < k_end) {
@@ -146,21 +141,20 @@ __global__ void __launch_bounds__(kThreads<Tf32>) gemm_kernel(const GemmArgs p, 
         // fp32: thread (ty, tx) owns rows ty * 4 + i, columns tx * 4 + j.
         const int ty = tid / 16, tx = tid % 16;
         float acc[4][4] = {};
-        // tf32: warp (wm, wn) owns rows wm * 32 + 16 i and columns wn * 32 + 16 j.
+        // tf32: warp (wm, wn) owns rows wm * 16 and columns wn * 32 + 16 j.
         const int warp = tid / 32, wm = warp / 2, wn = warp % 2;
 #if FOVEA_WMMA_TF32
-        nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 8, float> cf[2][2];
+        nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 8, float> cf[2];
         if constexpr (Tf32) {
-            for (auto & row : cf) {
-                for (auto & f : row) nvcuda::wmma::fill_fragment(f, 0.0f);
-            }
+            nvcuda::wmma::fill_fragment(cf[0], 0.0f);
+            nvcuda::wmma::fill_fragment(cf[1], 0.0f);
         }
 #endif
 
         if (k_begin < k_end) load_slice(k_begin);
         for (int64_t k0 = k_begin; k0 < k_end; k0 += kBK) {
 #pragma unroll
-            for (int i = 0; i < loads; i++) {
+            for (int i = 0; i < kLoads; i++) {
                 as[wa.kk(i) * kLdA + wa.mn(i)] = to_operand<Tf32>(ra[i]);
                 bs[wb.kk(i) * kLdB + wb.mn(i)] = to_operand<Tf32>(rb[i]);
             }
@@ -172,14 +166,12 @@ __global__ void __launch_bounds__(kThreads<Tf32>) gemm_kernel(const GemmArgs p, 
                 using namespace nvcuda;
 #pragma unroll
                 for (int kk = 0; kk < kBK; kk += 8) {
-                    wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::col_major> af[2];
-                    wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::row_major> bf[2];
-                    for (int i = 0; i < 2; i++) {
-                        wmma::load_matrix_sync(af[i], as + kk * kLdA + wm * 32 + i * 16, kLdA);
-                        wmma::load_matrix_sync(bf[i], bs + kk * kLdB + wn * 32 + i * 16, kLdB);
-                    }
-                    for (int i = 0; i < 2; i++) {
-                        for (int j = 0; j < 2; j++) wmma::mma_sync(cf[i][j], af[i], bf[j], cf[i][j]);
+                    wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::col_major> af;
+                    wmma::load_matrix_sync(af, as + kk * kLdA + wm * 16, kLdA);
+                    for (int j = 0; j < 2; j++) {
+                        wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::row_major> bf;
+                        wmma::load_matrix_sync(bf, bs + kk * kLdB + wn * 32 + j * 16, kLdB);
+                        wmma::mma_sync(cf[j], af, bf, cf[j]);
                     }
                 }
 #else
@@ -215,15 +207,13 @@ __global__ void __launch_bounds__(kThreads<Tf32>) gemm_kernel(const GemmArgs p, 
             // fragment layout is opaque, the stored tile is not.
             float * cs = smem;  // [kBM][kLdC]
 #if FOVEA_WMMA_TF32
-            for (int i = 0; i < 2; i++) {
-                for (int j = 0; j < 2; j++) {
-                    nvcuda::wmma::store_matrix_sync(cs + (wm * 32 + i * 16) * kLdC + wn * 32 + j * 16, cf[i][j], kLdC,
-                                                    nvcuda::wmma::mem_row_major);
-                }
+            for (int j = 0; j < 2; j++) {
+                nvcuda::wmma::store_matrix_sync(cs + wm * 16 * kLdC + wn * 32 + j * 16, cf[j], kLdC,
+                                                nvcuda::wmma::mem_row_major);
             }
 #endif
             __syncthreads();
-            for (int e = tid; e < kBM * kBN; e += threads) {
+            for (int e = tid; e < kBM * kBN; e += kThreads) {
                 const int mm = e / kBN, nn = e % kBN;
                 store(m0 + mm, n0 + nn, cs[mm * kLdC + nn]);
             }
@@ -291,9 +281,9 @@ void launch_gemm(Context & ctx, const GemmArgs & args, const char * op) {
     const int64_t slices = problems * split.splits;
     const dim3 grid(unsigned(n_tiles), unsigned(m_tiles), unsigned(slices < 65535 ? slices : 65535));
     if (ctx.precision.load() == Precision::TF32) {
-        gemm_kernel<true><<<grid, kThreads<true>, 0, ctx.stream>>>(args, split);
+        gemm_kernel<true><<<grid, kThreads, 0, ctx.stream>>>(args, split);
     } else {
-        gemm_kernel<false><<<grid, kThreads<false>, 0, ctx.stream>>>(args, split);
+        gemm_kernel<false><<<grid, kThreads, 0, ctx.stream>>>(args, split);
     }
     check_launch(op);
     if (split.splits > 1) {
