@@ -10,6 +10,7 @@ import { pipeline as pipe } from 'node:stream/promises';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FoveaError } from '../lib/errors';
+import { info } from '../lib/info';
 import type { RawImage } from '../lib/image';
 import { DEFAULT_MODEL } from '../lib/options';
 import { decodeMask, maskToBox } from '../lib/rle';
@@ -204,7 +205,19 @@ describe('options and errors', () => {
   });
 
   it('cuda without a usable CUDA pipeline is ERR_DEVICE with the reason, never a silent CPU run', async () => {
-    await expectFoveaRejection(createSegmenter({ model: sharpmaskFile, device: 'cuda' }), 'ERR_DEVICE', /cuda/i);
+    // Where this binary has a usable device, the first index past the last one has none.
+    const cuda = info().cuda;
+    const device = cuda.available ? (`cuda:${cuda.devices.length}` as const) : 'cuda';
+    await expectFoveaRejection(createSegmenter({ model: sharpmaskFile, device }), 'ERR_DEVICE', /cuda/i);
+  });
+
+  it("device 'auto' (the default) is the GPU where this binary finds one, else the CPU", async () => {
+    const s = await createSegmenter({ model: sharpmaskFile });
+    try {
+      expect(s.device).toBe(info().cuda.available ? 'cuda:0' : 'cpu');
+    } finally {
+      await s.close();
+    }
   });
 
   it('bad images are ERR_INPUT and the queue goes on', async () => {
