@@ -1,12 +1,14 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { native, nativeBindingPath, packageRoot, type MemoryStats, type NativeInfo } from './native';
+import { native, nativeBindingPath, nativeVariant, packageRoot, type MemoryStats, type NativeInfo, type VariantChoice } from './native';
 
 export interface FoveaInfo extends NativeInfo {
   version: string;
   node: string;
   platform: string;
   binary: string;
+  /** Which binary was loaded ('local' build, prebuilt 'cpu' or 'cuda' variant) and why. */
+  variant: VariantChoice;
 }
 
 export function version(): string {
@@ -22,6 +24,7 @@ export function info(): FoveaInfo {
     node: process.versions.node,
     platform: `${process.platform}-${process.arch}`,
     binary: nativeBindingPath() ?? '',
+    variant: nativeVariant() ?? { variant: 'local', reason: '' },
     ...n,
   };
 }
@@ -31,6 +34,7 @@ export function formatInfo(i: FoveaInfo): string {
   const lines = [
     `fovea ${i.version} (node ${i.node}, ${i.platform}, N-API ${i.napiVersion})`,
     `binary:       ${i.binary}`,
+    `variant:      ${i.variant.variant} (${i.variant.reason})`,
     `backends:     ${i.backends.join(', ')}`,
     `cpu:          ${i.cpuIsa} kernels, ${i.threads} threads (features: ${i.cpuFeatures || 'none'})`,
   ];

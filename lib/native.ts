@@ -1,9 +1,19 @@
 /**
  * Loads the native addon. node-gyp-build looks in build/Release (a local
  * build), then prebuilds/<platform>-<arch>. Loading never depends on an
- * install script having run: npm 11 skips dependencies' scripts unless the
+ * install script having run: npm 11 skips dependencies' install scripts unless the
  * user approves them, and the prebuilt binary in the tarball is enough.
+ *
+ * The CUDA variant of the prebuilt binary lives apart, in
+ * variants/cuda/prebuilds/<platform>-<arch>: node-gyp-build cannot tell two
+ * builds of one platform apart, so fovea chooses. Without a local build, the
+ * CUDA variant is loaded where a child process could load it and it found a
+ * device (a broken driver then takes down the child, not the user's process);
+ * otherwise the CPU binary, with the reason kept for `fovea info`.
+ * FOVEA_VARIANT=cpu|cuda skips the choice.
  */
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { FoveaError } from './errors';
 
@@ -70,9 +80,69 @@ export interface NativeBinding {
 }
 
 export const packageRoot = path.join(__dirname, '..');
+export const cudaVariantRoot = path.join(packageRoot, 'variants', 'cuda');
+
+/** Which binary was loaded and why. */
+export interface VariantChoice {
+  /** 'local' (build/Release), 'cpu' or 'cuda' (prebuilt variants). */
+  variant: 'local' | 'cpu' | 'cuda';
+  reason: string;
+}
+
+/** What a child process saw when it loaded a binary: its CUDA status, or how it failed. */
+export type ProbeResult = { ok: true; available: boolean; reason: string } | { ok: false; reason: string };
+
+const PROBE_SCRIPT =
+  'const c = require(process.argv[1]).info().cuda; process.stdout.write(JSON.stringify({ available: c.available, reason: c.reason }))';
+
+/** Loads `binary` in a child process and reports its CUDA status; never throws. */
+export function probeBinary(binary: string, timeoutMs = 30_000): ProbeResult {
+  const r = spawnSync(process.execPath, ['-e', PROBE_SCRIPT, binary], { encoding: 'utf8', timeout: timeoutMs });
+  if (r.error) return { ok: false, reason: `the probe could not run: ${r.error.message}` };
+  if (r.signal) return { ok: false, reason: `loading it killed the probe process (${r.signal})` };
+  if (r.status !== 0) {
+    // Node prints the error's own line ("Error: ...") among the stack and its version.
+    const lines = (r.stderr || '').split('\n').map((l) => l.trim()).filter(Boolean);
+    const message = lines.find((l) => /^[A-Za-z]*Error\b/.test(l)) ?? lines.filter((l) => !/^Node\.js v/.test(l)).pop() ?? '';
+    return { ok: false, reason: `loading it failed (exit ${r.status}): ${message}` };
+  }
+  try {
+    const c = JSON.parse(r.stdout) as { available: boolean; reason: string };
+    return { ok: true, available: c.available === true, reason: String(c.reason ?? '') };
+  } catch {
+    return { ok: false, reason: `the probe printed no status: ${r.stdout.slice(0, 200)}` };
+  }
+}
+
+/**
+ * The choice between the prebuilt variants, given whether there is a local
+ * build, the CUDA variant's path (or null) and a probe.
+ */
+export function chooseVariant(
+  hasLocalBuild: boolean,
+  cudaBinary: string | null,
+  forced: string | undefined,
+  probe: (binary: string) => ProbeResult,
+): VariantChoice {
+  if (forced !== undefined && forced !== '' && forced !== 'cpu' && forced !== 'cuda') {
+    throw new FoveaError('ERR_OPTIONS', `FOVEA_VARIANT must be 'cpu' or 'cuda', got '${forced}'`);
+  }
+  if (hasLocalBuild) return { variant: 'local', reason: 'a local build (build/Release) takes precedence' };
+  if (forced === 'cpu') return { variant: 'cpu', reason: 'FOVEA_VARIANT=cpu' };
+  if (!cudaBinary) {
+    if (forced === 'cuda') throw new FoveaError('ERR_NATIVE_BINARY', 'FOVEA_VARIANT=cuda, but this install has no CUDA variant');
+    return { variant: 'cpu', reason: 'this install has no CUDA variant' };
+  }
+  if (forced === 'cuda') return { variant: 'cuda', reason: 'FOVEA_VARIANT=cuda' };
+  const seen = probe(cudaBinary);
+  if (!seen.ok) return { variant: 'cpu', reason: `the CUDA variant was not used: ${seen.reason}` };
+  if (!seen.available) return { variant: 'cpu', reason: `the CUDA variant found no usable device: ${seen.reason}` };
+  return { variant: 'cuda', reason: 'the CUDA variant loaded and found a device' };
+}
 
 let binding: NativeBinding | undefined;
 let bindingPath: string | undefined;
+let choice: VariantChoice | undefined;
 
 function buildInstructions(): string {
   return [
@@ -90,10 +160,22 @@ export function native(): NativeBinding {
   if (binding) return binding;
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const load = require('node-gyp-build') as ((dir: string) => NativeBinding) & { resolve(dir: string): string };
+  const resolveIn = (dir: string): string | null => {
+    try {
+      return load.resolve(dir);
+    } catch {
+      return null;
+    }
+  };
   try {
-    bindingPath = load.resolve(packageRoot);
-    binding = load(packageRoot);
+    const hasLocalBuild = fs.existsSync(path.join(packageRoot, 'build', 'Release', 'fovea.node'));
+    const cudaBinary = fs.existsSync(cudaVariantRoot) ? resolveIn(cudaVariantRoot) : null;
+    choice = chooseVariant(hasLocalBuild, cudaBinary, process.env['FOVEA_VARIANT'], (b) => probeBinary(b));
+    bindingPath = choice.variant === 'cuda' && cudaBinary ? cudaBinary : load.resolve(packageRoot);
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    binding = require(bindingPath) as NativeBinding;
   } catch (err) {
+    if (err instanceof FoveaError) throw err;
     const detail = err instanceof Error ? err.message : String(err);
     throw new FoveaError(
       'ERR_NATIVE_BINARY',
@@ -103,6 +185,11 @@ export function native(): NativeBinding {
     );
   }
   return binding;
+}
+
+/** Which binary variant native() loaded, and why (after native() succeeded). */
+export function nativeVariant(): VariantChoice | undefined {
+  return choice;
 }
 
 /** Path of the loaded .node file (after native() succeeded). */

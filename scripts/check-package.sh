@@ -5,7 +5,8 @@
 #  2. with the prebuilt removed, loading fails with ERR_NATIVE_BINARY and says how to build;
 #  3. `npm rebuild fovea` then builds the CPU backend with node-gyp (no cmake-js
 #     in a user's install) from binding.gyp, and it loads.
-# Run after `npm run build:ts && npm run prebuild`.
+#  Between 1 and 2: the CUDA variant is chosen only where a probe finds a device.
+# Run after `npm run build:ts && npm run prebuild && npm run prebuild:cuda`.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d)
@@ -23,6 +24,21 @@ npm install --ignore-scripts --no-audit --no-fund "$work/$tarball" >/dev/null
 node -e "const f = require('fovea'); const i = f.info(); if (!i.binary.includes('prebuilds')) throw new Error('loaded ' + i.binary); console.log('cjs ok:', i.binary)"
 node --input-type=module -e "import { info } from 'fovea'; console.log('esm ok:', info().backends.join(','))"
 npx --no-install fovea info | head -n 1
+
+# The CUDA variant (npm run prebuild:cuda): fovea probes it in a child process and loads it
+# only where it finds a device; forced with FOVEA_VARIANT=cuda it loads without a GPU too and
+# says why CUDA is unavailable.
+if grep -qx 'package/variants/cuda/prebuilds/linux-x64/fovea.glibc.node' <<<"$listing"; then
+    node -e "const i = require('fovea').info(); const want = i.cuda.available ? 'cuda' : 'cpu';
+        if (i.variant.variant !== want || !/CUDA variant/.test(i.variant.reason)) throw new Error(JSON.stringify(i.variant));
+        console.log('variant ok:', i.variant.variant, '-', i.variant.reason)"
+    FOVEA_VARIANT=cuda node -e "const i = require('fovea').info();
+        if (!i.binary.includes('variants/cuda') || !i.cuda.compiled) throw new Error(i.binary + ' ' + JSON.stringify(i.cuda));
+        console.log('cuda variant loads:', i.cuda.available ? 'device found' : i.cuda.reason)"
+else
+    echo "tarball has no CUDA variant (npm run prebuild:cuda)"
+    [ -z "${CI:-}" ] || exit 1
+fi
 
 pkg="$work/app/node_modules/fovea"
 mv "$pkg/prebuilds" "$work/prebuilds.moved"

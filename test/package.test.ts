@@ -1,9 +1,10 @@
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { FoveaError, info } from '../lib/index';
-import { native } from '../lib/native';
+import { chooseVariant, native, probeBinary, type ProbeResult } from '../lib/native';
 import { toFoveaError } from '../lib/errors';
 
 const root = path.join(__dirname, '..');
@@ -136,5 +137,48 @@ describe('native source lists', () => {
     walk('native');
     expect(onDisk.filter((f) => !listed.has(f))).toEqual([]);
     expect([...listed].filter((f) => !fs.existsSync(path.join(root, f)))).toEqual([]);
+  });
+});
+
+describe('prebuilt variants: CUDA where a probe finds a device, else the CPU', () => {
+  const never = (): ProbeResult => {
+    throw new Error('probed although the choice needs no probe');
+  };
+  const seen = (result: ProbeResult) => () => result;
+
+  it('chooses by local build, FOVEA_VARIANT and the probe', () => {
+    expect(chooseVariant(true, '/x/cuda.node', undefined, never).variant).toBe('local');
+    expect(chooseVariant(false, null, undefined, never)).toEqual({ variant: 'cpu', reason: 'this install has no CUDA variant' });
+    expect(chooseVariant(false, '/x/cuda.node', 'cpu', never).variant).toBe('cpu');
+    expect(chooseVariant(false, '/x/cuda.node', 'cuda', never).variant).toBe('cuda');
+    expect(chooseVariant(false, '/x/cuda.node', '', seen({ ok: true, available: true, reason: '' })).variant).toBe('cuda');
+    const noDevice = chooseVariant(false, '/x/cuda.node', undefined, seen({ ok: true, available: false, reason: 'no CUDA driver found' }));
+    expect(noDevice.variant).toBe('cpu');
+    expect(noDevice.reason).toMatch(/no usable device: no CUDA driver found/);
+    const crashed = chooseVariant(false, '/x/cuda.node', undefined, seen({ ok: false, reason: 'loading it killed the probe process (SIGSEGV)' }));
+    expect(crashed.variant).toBe('cpu');
+    expect(crashed.reason).toMatch(/SIGSEGV/);
+    expect(() => chooseVariant(false, null, 'cuda', never)).toThrow(/no CUDA variant/);
+    expect(() => chooseVariant(false, null, 'gpu', never)).toThrow(/FOVEA_VARIANT must be/);
+  });
+
+  it('the probe reports the real binary\'s CUDA status, and survives a binary that kills its process', () => {
+    const real = probeBinary(path.join(root, 'build', 'Release', 'fovea.node'));
+    expect(real.ok).toBe(true);
+    if (real.ok && !real.available) expect(real.reason.length).toBeGreaterThan(0);
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fovea-probe-'));
+    try {
+      const segv = path.join(dir, 'segv.js');
+      fs.writeFileSync(segv, "process.kill(process.pid, 'SIGSEGV');");
+      expect(probeBinary(segv)).toEqual({ ok: false, reason: 'loading it killed the probe process (SIGSEGV)' });
+      const throws = path.join(dir, 'throws.js');
+      fs.writeFileSync(throws, "throw new Error('libcuda.so.1: cannot open shared object file');");
+      const failed = probeBinary(throws);
+      expect(failed.ok).toBe(false);
+      expect(failed.reason).toMatch(/exit 1.*libcuda\.so\.1/);
+      expect(probeBinary(path.join(dir, 'missing.node')).ok).toBe(false);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
