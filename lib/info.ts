@@ -47,7 +47,8 @@ export function formatInfo(i: FoveaInfo): string {
     if (c.available) {
       for (const d of c.devices) {
         const gib = (d.totalMemory / 2 ** 30).toFixed(1);
-        lines.push(`  cuda:${d.index}      ${d.name}, compute ${d.computeCapability}, ${gib} GiB, ${d.multiprocessors} SMs`);
+        const note = d.supported ? '' : ' (no kernels for it in this binary)';
+        lines.push(`  cuda:${d.index}      ${d.name}, compute ${d.computeCapability}, ${gib} GiB, ${d.multiprocessors} SMs${note}`);
       }
     } else {
       lines.push(`  no device:  ${c.reason}`);

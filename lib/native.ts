@@ -23,6 +23,8 @@ export interface CudaDeviceInfo {
   computeCapability: string;
   totalMemory: number;
   multiprocessors: number;
+  /** Whether this binary has kernels for the device's compute capability. */
+  supported: boolean;
 }
 
 export interface NativeInfo {

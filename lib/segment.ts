@@ -169,9 +169,9 @@ export class Segmenter {
   /** Loads the models (in a worker thread) and returns a ready Segmenter. */
   static async create(options: SegmenterOptions = {}): Promise<Segmenter> {
     const resolved = resolveSegmenterOptions(options);
-    // 'auto': the first CUDA device where this binary has CUDA and finds a usable device
-    // (cuda_status() probes once per process), else the CPU. result.device says which ran.
-    const device = resolved.device === 'auto' ? (native().info().cuda.available ? 'cuda' : 'cpu') : resolved.device;
+    // 'auto': the first CUDA device this binary has kernels for (cuda_status() probes once
+    // per process), else the CPU. result.device says which ran.
+    const device = resolved.device === 'auto' ? autoDevice() : resolved.device;
     if (resolved.model === DEFAULT_MODEL && !fs.existsSync(DEFAULT_MODEL)) {
       throw new FoveaError(
         'ERR_WEIGHTS',
@@ -376,6 +376,12 @@ function toResult(r: NativeResult, decodeMs: number, runMs: number): SegmentResu
 }
 
 /** Loads the models and returns a Segmenter; see SegmenterOptions for the defaults. */
+function autoDevice(): string {
+  const cuda = native().info().cuda;
+  const usable = cuda.available ? cuda.devices.find((d) => d.supported) : undefined;
+  return usable ? `cuda:${usable.index}` : 'cpu';
+}
+
 export function createSegmenter(options: SegmenterOptions = {}): Promise<Segmenter> {
   return Segmenter.create(options);
 }

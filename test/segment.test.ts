@@ -214,7 +214,8 @@ describe('options and errors', () => {
   it("device 'auto' (the default) is the GPU where this binary finds one, else the CPU", async () => {
     const s = await createSegmenter({ model: sharpmaskFile });
     try {
-      expect(s.device).toBe(info().cuda.available ? 'cuda:0' : 'cpu');
+      const usable = info().cuda.devices.find((d) => d.supported);
+      expect(s.device).toBe(info().cuda.available && usable ? `cuda:${usable.index}` : 'cpu');
     } finally {
       await s.close();
     }

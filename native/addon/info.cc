@@ -36,6 +36,7 @@ static Napi::Value info(const Napi::CallbackInfo & args) {
         dev.Set("computeCapability", std::to_string(d.compute_major) + "." + std::to_string(d.compute_minor));
         dev.Set("totalMemory", static_cast<double>(d.total_memory));
         dev.Set("multiprocessors", d.multiprocessors);
+        dev.Set("supported", d.supported);
         devices.Set(devices.Length(), dev);
     }
     cuda.Set("devices", devices);

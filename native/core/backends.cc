@@ -21,6 +21,11 @@ void require_cuda(int index) {
     FOVEA_CHECK(s.available, ErrorCode::Device, "CUDA is not available: " << s.reason);
     FOVEA_CHECK(index >= 0 && index < int(s.devices.size()), ErrorCode::Device,
                 "no CUDA device " << index << "; this machine has " << s.devices.size());
+    const CudaDeviceInfo & d = s.devices[size_t(index)];
+    FOVEA_CHECK(d.supported, ErrorCode::Device,
+                "CUDA device " << index << " (" << d.name << ", compute " << d.compute_major << "." << d.compute_minor
+                               << ") has no kernels in this build; rebuild with -DCMAKE_CUDA_ARCHITECTURES="
+                               << d.compute_major << d.compute_minor);
 }
 
 }  // namespace
@@ -38,6 +43,28 @@ Tensor Backend::conv2d_residual(const Tensor & x, const Tensor & w, const Tensor
                           0.0f);
     }
     return add(conv2d(x, w, bias, linear), skip, p.activation);
+}
+
+bool cuda_architectures_cover(const std::vector<std::string> & architectures, int major, int minor) {
+    const int device = major * 10 + minor;
+    for (const std::string & entry : architectures) {
+        // "sm_" digits [a] [-real | -virtual]
+        size_t i = entry.rfind("sm_", 0) == 0 ? 3 : 0;
+        int arch = 0, digits = 0;
+        while (i < entry.size() && entry[i] >= '0' && entry[i] <= '9' && digits < 4) {
+            arch = arch * 10 + (entry[i++] - '0');
+            digits++;
+        }
+        if (digits < 2) continue;
+        const bool arch_specific = i < entry.size() && entry[i] == 'a';
+        if (arch_specific) i++;
+        const std::string suffix = entry.substr(i);
+        const bool sass = suffix.empty() || suffix == "-real";
+        const bool ptx = !arch_specific && (suffix.empty() || suffix == "-virtual");
+        if (sass && (arch_specific ? device == arch : major == arch / 10 && minor >= arch % 10)) return true;
+        if (ptx && device >= arch) return true;
+    }
+    return false;
 }
 
 const CudaStatus & cuda_status() {

@@ -15,6 +15,7 @@ struct CudaDeviceInfo {
     int compute_major = 0, compute_minor = 0;
     size_t total_memory = 0;
     int multiprocessors = 0;
+    bool supported = true;  // this build has kernels that run on it (cuda_architectures_cover)
 };
 
 struct CudaStatus {
@@ -26,6 +27,13 @@ struct CudaStatus {
     std::vector<std::string> architectures;  // sm_XX the kernels were built for
     std::vector<CudaDeviceInfo> devices;
 };
+
+// Whether kernels built for `architectures` (CudaStatus's "sm_80-real",
+// "sm_90", "sm_90-virtual", "sm_90a") run on a device of compute capability
+// major.minor: machine code for sm_XY runs on X.Z with Z >= Y ("-real" or no
+// suffix; "a" variants on X.Y only), PTX for compute_XY is compiled by the
+// driver for X.Y and newer ("-virtual" or no suffix).
+bool cuda_architectures_cover(const std::vector<std::string> & architectures, int major, int minor);
 
 // Probed once and cached; never throws (a missing driver is a status, not an error).
 const CudaStatus & cuda_status();

@@ -65,10 +65,22 @@ CudaStatus cuda_probe() {
         info.compute_minor = prop.minor;
         info.total_memory = prop.totalGlobalMem;
         info.multiprocessors = prop.multiProcessorCount;
+        info.supported = cuda_architectures_cover(s.architectures, prop.major, prop.minor);
         s.devices.push_back(info);
     }
-    s.available = !s.devices.empty();
-    if (!s.available) s.reason = "no CUDA device could be queried";
+    for (const CudaDeviceInfo & d : s.devices) s.available = s.available || d.supported;
+    if (s.devices.empty()) {
+        s.reason = "no CUDA device could be queried";
+    } else if (!s.available) {
+        // A GPU older (or of another family) than every architecture compiled in:
+        // its kernels would fail at the first launch.
+        s.reason = "this build has no kernels for";
+        for (const CudaDeviceInfo & d : s.devices) {
+            s.reason += " " + d.name + " (compute " + std::to_string(d.compute_major) + "." +
+                        std::to_string(d.compute_minor) + ")";
+        }
+        s.reason += "; rebuild with -DCMAKE_CUDA_ARCHITECTURES set for it";
+    }
     return s;
 }
 

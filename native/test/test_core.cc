@@ -185,3 +185,27 @@ FOVEA_TEST(shape_checks_reject_bad_conv) {
     EXPECT_THROWS_CODE(conv2d_output_shape(Tensor::zeros({1, 3, 2, 2}), w, Tensor(), p), ErrorCode::Input);
     EXPECT_THROWS_CODE(conv2d_output_shape(x, w, Tensor::zeros({5}), p), ErrorCode::Input);
 }
+
+FOVEA_TEST(cuda_architectures_cover_compute_capabilities) {
+    // CMake's default set here: SASS for 8.0 and 9.0, PTX for 9.0.
+    const std::vector<std::string> built{"sm_80", "sm_90"};
+    EXPECT_TRUE(cuda_architectures_cover(built, 8, 0));
+    EXPECT_TRUE(cuda_architectures_cover(built, 8, 6));   // sm_80 SASS on an RTX 30
+    EXPECT_TRUE(cuda_architectures_cover(built, 8, 9));   // and an RTX 40
+    EXPECT_TRUE(cuda_architectures_cover(built, 9, 0));
+    EXPECT_TRUE(cuda_architectures_cover(built, 12, 0));  // compute_90 PTX compiled by the driver
+    EXPECT_TRUE(!cuda_architectures_cover(built, 7, 5));  // a T4: nothing runs there
+    // The prebuilt CUDA variant: SASS only for 8.0, SASS and PTX for 9.0.
+    const std::vector<std::string> variant{"sm_80-real", "sm_90"};
+    EXPECT_TRUE(cuda_architectures_cover(variant, 8, 6));
+    EXPECT_TRUE(cuda_architectures_cover(variant, 10, 0));
+    EXPECT_TRUE(!cuda_architectures_cover({"sm_80-real"}, 9, 0));    // SASS does not cross majors
+    EXPECT_TRUE(!cuda_architectures_cover({"sm_90-virtual"}, 8, 9));  // PTX runs on newer only
+    EXPECT_TRUE(cuda_architectures_cover({"sm_90-virtual"}, 9, 0));
+    EXPECT_TRUE(cuda_architectures_cover({"sm_90a"}, 9, 0));         // arch-specific: 9.0 only
+    EXPECT_TRUE(!cuda_architectures_cover({"sm_90a"}, 10, 0));
+    EXPECT_TRUE(!cuda_architectures_cover({"sm_86-real"}, 8, 0));    // SASS needs minor >= its own
+    EXPECT_TRUE(cuda_architectures_cover({"sm_100"}, 10, 0));
+    EXPECT_TRUE(!cuda_architectures_cover({}, 9, 0));
+    EXPECT_TRUE(!cuda_architectures_cover({"sm_", "sm_9", "bogus"}, 9, 0));
+}
