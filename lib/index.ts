@@ -1,6 +1,6 @@
 export { FoveaError, type FoveaErrorCode } from './errors';
 export { info, formatInfo, memoryStats, version, type FoveaInfo } from './info';
-export type { CudaDeviceInfo, MemoryStats } from './native';
+export type { CudaDeviceInfo, DeviceMemoryStats, MemoryStats } from './native';
 export { inspectModel, type ModelSummary } from './model';
 export { decodeMask, encodeMask, maskArea, maskIou, maskToBox, type Bitmap, type Rle } from './rle';
 export { decodeImage, type DecodeOptions, type ImageInput, type RawImage, type RgbImage } from './image';

@@ -56,6 +56,17 @@ export interface NativeModelSummary {
   tensors: number;
 }
 
+export interface DeviceMemoryStats {
+  device: number;
+  /** Device memory held by live tensors (weights of open Segmenters, runs in flight). */
+  bytesInUse: number;
+  /** Freed blocks kept for reuse (bounded by FOVEA_CUDA_CACHE_MB). */
+  bytesCached: number;
+  peakBytesInUse: number;
+  /** cudaMalloc calls so far (none more once a Segmenter's sizes have been seen). */
+  deviceMallocs: number;
+}
+
 export interface MemoryStats {
   /** Host memory held by live tensors. */
   bytesInUse: number;
@@ -63,6 +74,8 @@ export interface MemoryStats {
   bytesCached: number;
   peakBytesInUse: number;
   allocations: number;
+  /** Each CUDA device fovea has used in this process (none before the first). */
+  cuda: DeviceMemoryStats[];
 }
 
 export interface PreparedOp {

@@ -3,7 +3,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { FoveaError, info } from '../lib/index';
+import { FoveaError, info, memoryStats } from '../lib/index';
 import { chooseVariant, native, probeBinary, type ProbeResult } from '../lib/native';
 import { toFoveaError } from '../lib/errors';
 
@@ -21,6 +21,14 @@ describe('package surface', () => {
     if (i.cuda.available) expect(i.cuda.devices.length).toBeGreaterThan(0);
     else expect(i.cuda.reason).toMatch(/\w+/);
     expect(i.cuda.compiled).toBe(i.backends.includes('cuda'));
+  });
+
+  it('memoryStats() lists the CUDA devices in use: none without a usable device', () => {
+    const m = memoryStats();
+    expect(m.bytesInUse).toBeGreaterThanOrEqual(0);
+    expect(Array.isArray(m.cuda)).toBe(true);
+    if (!info().cuda.available) expect(m.cuda).toEqual([]);
+    for (const d of m.cuda) expect(Object.keys(d).sort()).toEqual(['bytesCached', 'bytesInUse', 'deviceMallocs', 'device', 'peakBytesInUse']);
   });
 
   it('is the same module from require and import', () => {

@@ -4,6 +4,9 @@
 #include "core/cpu_features.h"
 #include "core/device.h"
 #include "core/thread_pool.h"
+#ifdef FOVEA_HAVE_CUDA
+#include "cuda/api.h"
+#endif
 
 namespace fovea::addon {
 
@@ -44,8 +47,9 @@ static Napi::Value info(const Napi::CallbackInfo & args) {
     return out;
 }
 
-// The host allocator's counters: tests check that every tensor of a finished,
-// failed or aborted run was released (bytesInUse back to its level).
+// The host allocator's counters, and each CUDA device's in use: tests check
+// that every tensor of a finished, failed or aborted run, and a closed
+// Segmenter's weights, were released (bytesInUse back to its level).
 static Napi::Value memory_stats(const Napi::CallbackInfo & args) {
     const AllocatorStats s = cpu_allocator().stats();
     Napi::Object out = Napi::Object::New(args.Env());
@@ -53,6 +57,19 @@ static Napi::Value memory_stats(const Napi::CallbackInfo & args) {
     out.Set("bytesCached", double(s.bytes_cached));
     out.Set("peakBytesInUse", double(s.peak_bytes_in_use));
     out.Set("allocations", double(s.allocations));
+    Napi::Array cuda = Napi::Array::New(args.Env());
+#ifdef FOVEA_HAVE_CUDA
+    for (const auto & [device, d] : cuda::allocator_stats()) {
+        Napi::Object o = Napi::Object::New(args.Env());
+        o.Set("device", device);
+        o.Set("bytesInUse", double(d.bytes_in_use));
+        o.Set("bytesCached", double(d.bytes_cached));
+        o.Set("peakBytesInUse", double(d.peak_bytes_in_use));
+        o.Set("deviceMallocs", double(d.device_mallocs));
+        cuda.Set(cuda.Length(), o);
+    }
+#endif
+    out.Set("cuda", cuda);
     return out;
 }
 

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <functional>
+#include <utility>
 #include <vector>
 
 #include "core/ops.h"
@@ -29,6 +30,10 @@ void set_precision(int device, Precision p);
 
 // The caching allocator of a device (created with its backend).
 DeviceAllocator & allocator(int device);
+
+// The allocator counters of every device in use (whose context exists; none
+// is created), by device index.
+std::vector<std::pair<int, DeviceAllocatorStats>> allocator_stats();
 
 // Waits for every op enqueued on the device's stream; throws Error(Device)
 // (or OutOfMemory) for an error a kernel raised.

@@ -270,6 +270,16 @@ void set_precision(int device, Precision p) {
 
 DeviceAllocator & allocator(int device) { return *context(device).alloc; }
 
+std::vector<std::pair<int, DeviceAllocatorStats>> allocator_stats() {
+    std::vector<std::pair<int, DeviceAllocatorStats>> out;
+    Registry & r = registry();
+    std::lock_guard<std::mutex> lock(r.mutex);
+    for (size_t i = 0; i < r.contexts.size(); i++) {
+        if (r.contexts[i] != nullptr) out.emplace_back(int(i), r.contexts[i]->alloc->stats());
+    }
+    return out;
+}
+
 void synchronize(int device) {
     Context & ctx = context(device);
     bind(ctx);
