@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <string>
 #include <thread>
@@ -398,10 +399,14 @@ int run_cuda(const std::vector<Layer> & layers, int repeats_opt, const std::stri
             return 2;
         }
         const CudaDeviceInfo & dev = status.devices[0];
-        std::printf("gpu: %s (sm_%d%d, %d SMs), precision %s\n", dev.name.c_str(), dev.compute_major,
-                    dev.compute_minor, dev.multiprocessors, cuda::precision_name(cuda::precision(0)));
-        std::printf("\n%-16s %-24s %-26s %2s %7s %8s %4s %8s\n", "net", "layer", "in -> out k/s", "#", "GFLOP",
-                    "ms(med)", "rep", "TFLOP/s");
+        const cuda::DevicePeak peak = cuda::device_peak(0);
+        const bool tf32 = cuda::precision(0) == cuda::Precision::TF32;
+        const double peak_tflops = (tf32 ? peak.tf32_flops : peak.fp32_flops) / 1e12;
+        std::printf("gpu: %s (sm_%d%d, %d SMs, %.0f MHz), precision %s, peak %.1f TFLOP/s%s\n", dev.name.c_str(),
+                    dev.compute_major, dev.compute_minor, dev.multiprocessors, peak.sm_clock_mhz,
+                    cuda::precision_name(cuda::precision(0)), peak_tflops, peak_tflops > 0 ? "" : " (rate unknown)");
+        std::printf("\n%-16s %-24s %-26s %2s %7s %8s %4s %8s %6s\n", "net", "layer", "in -> out k/s", "#", "GFLOP",
+                    "ms(med)", "rep", "TFLOP/s", "%peak");
         std::map<std::string, double> net_ms, net_gflop;
         for (const Layer & l : layers) {
             const Tensor x = to_device(filled({l.n, l.c, l.h, l.w}, 1), Device{DeviceType::CUDA, 0});
@@ -418,15 +423,18 @@ int run_cuda(const std::vector<Layer> & layers, int repeats_opt, const std::stri
             std::vector<float> ms = cuda::time_on_stream(0, repeats, once);
             std::sort(ms.begin(), ms.end());
             const double med = ms[ms.size() / 2];
-            std::printf("%-16s %-24s %-26s %2d %7.3f %8.4f %4d %8.2f\n", l.tag().c_str(), l.name.c_str(),
-                        l.shape().c_str(), l.count, l.gflop(), med, repeats, l.gflop() / med);
+            std::printf("%-16s %-24s %-26s %2d %7.3f %8.4f %4d %8.2f %6.1f\n", l.tag().c_str(), l.name.c_str(),
+                        l.shape().c_str(), l.count, l.gflop(), med, repeats, l.gflop() / med,
+                        peak_tflops > 0 ? 100.0 * l.gflop() / med / peak_tflops : 0.0);
             std::fflush(stdout);
             net_ms[l.tag()] += med * l.count;
             net_gflop[l.tag()] += l.gflop() * l.count;
         }
         std::printf("\nall conv layers of each network (each shape's median x its count):\n");
         for (auto & [net, ms] : net_ms) {
-            std::printf("  %-14s %9.2f ms  %8.2f TFLOP/s\n", net.c_str(), ms, net_gflop[net] / ms);
+            const double tflops = net_gflop[net] / ms;
+            std::printf("  %-14s %9.2f ms  %8.2f TFLOP/s  %5.1f%% of peak\n", net.c_str(), ms, tflops,
+                        peak_tflops > 0 ? 100.0 * tflops / peak_tflops : 0.0);
         }
     } catch (const Error & e) {
         std::fprintf(stderr, "fovea_bench: %s\n", e.what());
@@ -435,6 +443,138 @@ int run_cuda(const std::vector<Layer> & layers, int repeats_opt, const std::stri
     return 0;
 }
 #endif
+
+// --ops: every op family besides convolution, on the sizes of a 640x480
+// run (a trunk's early 64-channel maps, the pyramid's image, 100 ROIs on
+// 256-channel features, 1000 boxes), on --device cpu or cuda: median ms
+// (CUDA events on the device, wall clock on the CPU) and GB/s counting the
+// bytes each op must read and write once, with the DRAM peak's share on CUDA.
+int run_ops(const std::string & device_arg, int repeats_opt) {
+    if (device_arg != "cpu" && device_arg != "cuda") {
+        std::fprintf(stderr, "fovea_bench: --ops takes --device cpu or cuda\n");
+        return 2;
+    }
+    const bool on_cuda = device_arg == "cuda";
+    try {
+        Backend & be = on_cuda ? cuda_backend(0) : cpu_backend();
+        const Device dev = be.device();
+        double dram_peak = 0;
+#ifdef FOVEA_HAVE_CUDA
+        if (on_cuda) dram_peak = cuda::device_peak(0).dram_bytes_per_s;
+#endif
+        auto tensor = [&](const Shape & s, uint64_t seed) { return to_device(filled(s, seed), dev); };
+        const Tensor x = tensor({1, 64, 240, 320}, 1), y = tensor({1, 64, 240, 320}, 2);
+        const Tensor image = tensor({1, 3, 960, 1280}, 3), rows = tensor({4096, 1000}, 4);
+        const Tensor feats = tensor({1, 256, 60, 80}, 5), channel = tensor({64}, 6);
+        const Tensor variance = to_device(Tensor::full({64}, 1.5f), dev);
+        std::vector<float> roi5, roi4, boxes, scores;
+        std::vector<int64_t> batch(100, 0);
+        uint64_t s = 7;
+        auto uniform = [&](float hi) {
+            s = s * 6364136223846793005ull + 1442695040888963407ull;
+            return float(s >> 40) / float(1 << 24) * hi;
+        };
+        for (int i = 0; i < 100; i++) {
+            const float x1 = uniform(500), y1 = uniform(350), x2 = x1 + 20 + uniform(120), y2 = y1 + 20 + uniform(120);
+            roi5.insert(roi5.end(), {0.0f, x1, y1, x2, y2});
+            roi4.insert(roi4.end(), {x1, y1, x2, y2});
+        }
+        for (int i = 0; i < 1000; i++) {
+            const float x1 = uniform(600), y1 = uniform(440);
+            boxes.insert(boxes.end(), {x1, y1, x1 + 10 + uniform(100), y1 + 10 + uniform(100)});
+            scores.push_back(uniform(1));
+        }
+        const Tensor rois5 = to_device(Tensor::from_vector({100, 5}, roi5), dev);
+        const Tensor rois4 = to_device(Tensor::from_vector({100, 4}, roi4), dev);
+        Tensor batch_host = Tensor::empty({100}, DType::I64);
+        std::copy(batch.begin(), batch.end(), batch_host.data<int64_t>());
+        const Tensor batch_idx = to_device(batch_host, dev);
+        const Tensor box_t = to_device(Tensor::from_vector({1000, 4}, boxes), dev);
+        const Tensor score_t = to_device(Tensor::from_vector({1000}, scores), dev);
+
+        const double f = 4.0;  // bytes per float
+        const double n = double(x.numel());
+        Pool2dParams max3;
+        max3.kernel_h = max3.kernel_w = 3;
+        max3.stride_h = max3.stride_w = 2;
+        max3.pad_top = max3.pad_left = max3.pad_bottom = max3.pad_right = 1;
+        Pool2dParams avg2;
+        avg2.kernel_h = avg2.kernel_w = avg2.stride_h = avg2.stride_w = 2;
+        ResizeParams up;
+        up.out_h = 480;
+        up.out_w = 640;
+        Pad2dParams pad1;
+        pad1.top = pad1.left = pad1.bottom = pad1.right = 1;
+        Pad2dParams sym3 = pad1;
+        sym3.top = sym3.left = sym3.bottom = sym3.right = 3;
+        sym3.mode = PadMode::Symmetric;
+        RoiPoolParams rp;
+        rp.spatial_scale = 1.0f / 8;
+        rp.round_bins = true;
+        RoiAlignParams ra;
+        ra.out_h = ra.out_w = 7;
+        ra.spatial_scale = 1.0f / 8;
+        ra.sampling_ratio = 2;
+        NmsParams np;
+        struct OpCase {
+            std::string name, shape;
+            double bytes;  // 0: not a bandwidth-bound op
+            std::function<void()> run;
+        };
+        const std::vector<OpCase> cases{
+            {"relu", "64x240x320", 2 * n * f, [&] { be.relu(x); }},
+            {"sigmoid", "64x240x320", 2 * n * f, [&] { be.sigmoid(x); }},
+            {"add+relu", "64x240x320", 3 * n * f, [&] { be.add(x, y, Activation::Relu); }},
+            {"softmax rows", "4096x1000", 2.0 * double(rows.numel()) * f, [&] { be.softmax(rows, 1); }},
+            {"pad2d constant 1", "64x240x320", (n + 64.0 * 242 * 322) * f, [&] { be.pad2d(x, pad1); }},
+            {"pad2d symmetric 3", "64x240x320", (n + 64.0 * 246 * 326) * f, [&] { be.pad2d(x, sym3); }},
+            {"max_pool2d 3x3/2", "64x240x320", (n + n / 4) * f, [&] { be.max_pool2d(x, max3); }},
+            {"avg_pool2d 2x2/2", "64x240x320", (n + n / 4) * f, [&] { be.avg_pool2d(x, avg2); }},
+            {"resize_bilinear x2", "64x240x320", 5 * n * f, [&] { be.resize_bilinear(x, up); }},
+            {"image_scale 1/2", "3x960x1280", 1.25 * double(image.numel()) * f, [&] { be.image_scale(image, 480, 640); }},
+            {"upsample_nearest x2", "64x240x320", 5 * n * f, [&] { be.upsample_nearest(x, 2); }},
+            {"concat channels", "2 x 64x240x320", 4 * n * f, [&] { be.concat({x, y}, 1); }},
+            {"batch_norm", "64x240x320", 2 * n * f, [&] { be.batch_norm(x, channel, channel, channel, variance, 1e-5f); }},
+            {"roi_max_pool 7x7", "100 on 256x60x80", 100.0 * 256 * 49 * f, [&] { be.roi_max_pool(feats, rois5, rp); }},
+            {"roi_align 7x7", "100 on 256x60x80", 100.0 * 256 * 49 * f, [&] { be.roi_align(feats, rois4, batch_idx, ra); }},
+            {"nms", "1000 boxes", 0, [&] { be.nms(box_t, score_t, np); }},
+        };
+        std::printf("ops on %s%s\n\n%-22s %-18s %9s %9s %5s %8s %6s\n", be.name(),
+                    dram_peak > 0 ? (", DRAM peak " + std::to_string(int(dram_peak / 1e9)) + " GB/s").c_str() : "",
+                    "op", "shape", "MB moved", "ms(med)", "rep", "GB/s", "%peak");
+        for (const OpCase & c : cases) {
+            std::vector<float> ms;
+            auto timed = [&](int repeats) {
+#ifdef FOVEA_HAVE_CUDA
+                if (on_cuda) return cuda::time_on_stream(0, repeats, c.run);
+#endif
+                std::vector<float> out;
+                for (int r = 0; r < repeats; r++) {
+                    const auto t0 = Clock::now();
+                    c.run();
+                    out.push_back(float(seconds_since(t0) * 1e3));
+                }
+                return out;
+            };
+            const std::vector<float> warm = timed(3);
+            const float first = *std::max_element(warm.begin(), warm.end());
+            const int repeats = repeats_opt > 0 ? repeats_opt : int(std::clamp(300.0 / std::max(first, 1e-3f), 5.0, 200.0));
+            ms = timed(repeats);
+            std::sort(ms.begin(), ms.end());
+            const double med = ms[ms.size() / 2], gbs = c.bytes > 0 ? c.bytes / (med * 1e-3) / 1e9 : 0;
+            char rate[16] = "-", share[16] = "-";
+            if (gbs > 0) std::snprintf(rate, sizeof rate, "%.1f", gbs);
+            if (gbs > 0 && dram_peak > 0) std::snprintf(share, sizeof share, "%.1f", 100.0 * gbs * 1e9 / dram_peak);
+            std::printf("%-22s %-18s %9.1f %9.4f %5d %8s %6s\n", c.name.c_str(), c.shape.c_str(), c.bytes / 1e6, med,
+                        repeats, rate, share);
+            std::fflush(stdout);
+        }
+    } catch (const Error & e) {
+        std::fprintf(stderr, "fovea_bench: %s\n", e.what());
+        return 1;
+    }
+    return 0;
+}
 
 // --pipeline MODEL: Pipeline::run end to end (proposals, or instances with
 // --classifier) on a synthetic W x H photo-like image, on each device of
@@ -538,7 +678,9 @@ void usage() {
         "  --precision P  with --device cuda: fp32 | tf32 (default: FOVEA_CUDA_PRECISION, else tf32 on sm_80+)\n"
         "  --pipeline M   time Pipeline::run of proposal model file M end to end instead, on each device of\n"
         "                 --device (a list: cuda,cpu); --classifier F adds MultiPathNet (instances mode);\n"
-        "                 --image WxH (default 640x480); --repeats N (default 5)\n");
+        "                 --image WxH (default 640x480); --repeats N (default 5)\n"
+        "  --ops          time every op family besides convolution on --device cpu | cuda: ms, GB/s and, on CUDA,\n"
+        "                 the share of the DRAM peak\n");
 }
 
 }  // namespace
@@ -546,7 +688,7 @@ void usage() {
 int main(int argc, char ** argv) {
     std::string filter, json_path, nets = "resnet50,vgg16", sizes = "224,800";
     int repeats = 0, threads = 0;
-    bool peak = true, list_json = false;
+    bool peak = true, list_json = false, ops = false;
     std::string isa_arg, algo_arg = "auto", command = argv[0];
     std::string device_arg = "cpu", precision_arg, pipeline_model, classifier_arg, image_arg;
     for (int i = 1; i < argc; i++) command += std::string(" ") + argv[i];
@@ -574,6 +716,7 @@ int main(int argc, char ** argv) {
         else if (a == "--pipeline") pipeline_model = value("--pipeline");
         else if (a == "--classifier") classifier_arg = value("--classifier");
         else if (a == "--image") image_arg = value("--image");
+        else if (a == "--ops") ops = true;
         else if (a == "--help" || a == "-h") {
             usage();
             return 0;
@@ -587,6 +730,7 @@ int main(int argc, char ** argv) {
         std::fprintf(stderr, "fovea_bench: --repeats and --threads must be positive\n");
         return 2;
     }
+    if (ops) return run_ops(device_arg, repeats);
     if (!pipeline_model.empty()) {
         return run_pipeline(pipeline_model, classifier_arg, device_arg, image_arg, repeats, precision_arg);
     }

@@ -28,6 +28,16 @@ const char * precision_name(Precision p);
 Precision precision(int device);
 void set_precision(int device, Precision p);
 
+// A device's theoretical peaks at its maximum clocks, for benchmarks' "% of
+// peak": fp32 FMA and dense tf32 tensor-core FLOP/s (SMs x clock x the
+// per-SM rate of the architecture; 0 where fovea does not know the rate)
+// and DRAM bandwidth (memory clock x bus width x 2).
+struct DevicePeak {
+    double fp32_flops = 0, tf32_flops = 0, dram_bytes_per_s = 0;
+    double sm_clock_mhz = 0;
+};
+DevicePeak device_peak(int device);
+
 // The caching allocator of a device (created with its backend).
 DeviceAllocator & allocator(int device);
 

@@ -280,6 +280,27 @@ std::vector<std::pair<int, DeviceAllocatorStats>> allocator_stats() {
     return out;
 }
 
+DevicePeak device_peak(int device) {
+    Context & ctx = context(device);
+    int sms = 0, clock_khz = 0, mem_khz = 0, bus_bits = 0;
+    check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device), "cudaDeviceGetAttribute");
+    check(cudaDeviceGetAttribute(&clock_khz, cudaDevAttrClockRate, device), "cudaDeviceGetAttribute");
+    check(cudaDeviceGetAttribute(&mem_khz, cudaDevAttrMemoryClockRate, device), "cudaDeviceGetAttribute");
+    check(cudaDeviceGetAttribute(&bus_bits, cudaDevAttrGlobalMemoryBusWidth, device), "cudaDeviceGetAttribute");
+    // FLOP per clock per SM (an FMA is two): fp32 SIMT, and dense tf32 on the
+    // tensor cores of the data-centre parts (A100: 156 TFLOP/s, H100 SXM: 495
+    // at their boost clocks).
+    const int cc = ctx.cc_major * 10 + ctx.cc_minor;
+    const double fp32_per_clock = cc == 80 ? 128 : cc >= 86 ? 256 : 0;
+    const double tf32_per_clock = cc == 80 ? 1024 : cc == 90 ? 2048 : 0;
+    DevicePeak p;
+    p.sm_clock_mhz = clock_khz / 1e3;
+    p.fp32_flops = sms * (clock_khz * 1e3) * fp32_per_clock;
+    p.tf32_flops = sms * (clock_khz * 1e3) * tf32_per_clock;
+    p.dram_bytes_per_s = (mem_khz * 1e3) * (bus_bits / 8.0) * 2;
+    return p;
+}
+
 void synchronize(int device) {
     Context & ctx = context(device);
     bind(ctx);

@@ -200,6 +200,8 @@ peer torch-peer-full-fp32 fp32 --model "$full/sharpmask-resnet50.safetensors" \
 # Conv layers of ResNet-50 / VGG-16 at 224 on the CUDA backend, both precisions.
 step bench-tf32 60 "$build/fovea_bench" --device cuda --precision tf32 --size 224
 step bench-fp32 60 "$build/fovea_bench" --device cuda --precision fp32 --size 224
+# Every other op family: ms, GB/s and the share of the DRAM peak.
+step ops-cuda 60 "$build/fovea_bench" --ops --device cuda
 # Where the GPU time of a released-size run goes, kernel by kernel (nsys where installed, else
 # ncu on the first 600 kernels of one run).
 profile_args=("$build/fovea_bench" --pipeline "$full/sharpmask-resnet50.safetensors" --classifier

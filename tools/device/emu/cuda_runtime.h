@@ -124,6 +124,17 @@ inline cudaError_t cudaGetDeviceProperties(cudaDeviceProp * p, int) {
     p->multiProcessorCount = 4;
     return cudaSuccess;
 }
+enum cudaDeviceAttr {
+    cudaDevAttrMultiProcessorCount,
+    cudaDevAttrClockRate,
+    cudaDevAttrMemoryClockRate,
+    cudaDevAttrGlobalMemoryBusWidth,
+};
+// An A100-like part: 4 SMs (as above) at 1.41 GHz, 1.2 GHz x 5120-bit memory.
+inline cudaError_t cudaDeviceGetAttribute(int * v, cudaDeviceAttr a, int) {
+    *v = a == cudaDevAttrMultiProcessorCount ? 4 : a == cudaDevAttrClockRate ? 1410000 : a == cudaDevAttrMemoryClockRate ? 1215000 : 5120;
+    return cudaSuccess;
+}
 inline cudaError_t cudaSetDevice(int) { return cudaSuccess; }
 inline cudaError_t cudaGetDevice(int * d) { *d = 0; return cudaSuccess; }
 // An 8 GiB "device": larger requests fail as cudaMalloc would.
