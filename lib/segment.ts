@@ -375,13 +375,13 @@ function toResult(r: NativeResult, decodeMs: number, runMs: number): SegmentResu
   };
 }
 
-/** Loads the models and returns a Segmenter; see SegmenterOptions for the defaults. */
 function autoDevice(): string {
   const cuda = native().info().cuda;
   const usable = cuda.available ? cuda.devices.find((d) => d.supported) : undefined;
   return usable ? `cuda:${usable.index}` : 'cpu';
 }
 
+/** Loads the models and returns a Segmenter; see SegmenterOptions for the defaults. */
 export function createSegmenter(options: SegmenterOptions = {}): Promise<Segmenter> {
   return Segmenter.create(options);
 }
