@@ -282,8 +282,8 @@ std::vector<std::pair<int, DeviceAllocatorStats>> allocator_stats() {
 
 DevicePeak device_peak(int device) {
     Context & ctx = context(device);
-    int sms = 0, clock_khz = 0, mem_khz = 0, bus_bits = 0;
-    check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device), "cudaDeviceGetAttribute");
+    const int sms = ctx.multiprocessors;
+    int clock_khz = 0, mem_khz = 0, bus_bits = 0;
     check(cudaDeviceGetAttribute(&clock_khz, cudaDevAttrClockRate, device), "cudaDeviceGetAttribute");
     check(cudaDeviceGetAttribute(&mem_khz, cudaDevAttrMemoryClockRate, device), "cudaDeviceGetAttribute");
     check(cudaDeviceGetAttribute(&bus_bits, cudaDevAttrGlobalMemoryBusWidth, device), "cudaDeviceGetAttribute");

@@ -242,16 +242,23 @@ __global__ void splitk_reduce_kernel(const GemmArgs p, const float * partial, in
     }
 }
 
-// Slices of K for a problem of `tiles` C tiles: enough for two blocks per
-// SM, each slice at least 4 K steps deep (shallower ones spend more on the
-// workspace than they gain), at most 32.
-int64_t splits_for(int64_t tiles, int64_t k, int multiprocessors) {
+// How K is sliced for a problem of `tiles` C tiles: into enough slices for
+// two blocks per SM, each at least 4 K steps deep (shallower ones spend more
+// on the workspace than they gain), at most 32; one slice of all of K where
+// the tiles already fill the GPU.
+SplitK split_for(int64_t tiles, int64_t k, int multiprocessors) {
     const int64_t target = 2 * int64_t(multiprocessors), k_steps = (k + kBK - 1) / kBK;
-    if (tiles >= target) return 1;
+    SplitK split;
+    split.k_per_split = k_steps * kBK;
+    if (tiles >= target) return split;
     int64_t s = (target + tiles - 1) / tiles;
     if (s > k_steps / 4) s = k_steps / 4;
     if (s > 32) s = 32;
-    return s < 1 ? 1 : s;
+    if (s < 2) return split;
+    split.k_per_split = (k_steps + s - 1) / s * kBK;
+    // Rounding the slices to whole K steps may leave the last ones empty.
+    split.splits = (k + split.k_per_split - 1) / split.k_per_split;
+    return split;
 }
 
 }  // namespace
@@ -266,13 +273,7 @@ void launch_gemm(Context & ctx, const GemmArgs & args, const char * op) {
     const int64_t m_tiles = (args.m + kBM - 1) / kBM, n_tiles = (args.n + kBN - 1) / kBN;
     FOVEA_CHECK_INPUT(m_tiles <= 65535, op << ": " << args.m << " rows exceed the CUDA backend's limit of "
                                            << 65535 * kBM);
-    SplitK split;
-    split.splits = splits_for(m_tiles * n_tiles * problems, args.k, ctx.multiprocessors);
-    const int64_t k_steps = (args.k + kBK - 1) / kBK;
-    split.k_per_split = (k_steps + split.splits - 1) / split.splits * kBK;
-    if (args.k == 0) split.k_per_split = kBK;  // C = epilogue(0): one empty slice
-    // Rounding the slices to whole K steps may leave the last ones empty.
-    split.splits = args.k == 0 ? 1 : (args.k + split.k_per_split - 1) / split.k_per_split;
+    SplitK split = split_for(m_tiles * n_tiles * problems, args.k, ctx.multiprocessors);
     Tensor workspace;
     if (split.splits > 1) {
         workspace = ctx.empty({split.splits * problems * args.m * args.n});

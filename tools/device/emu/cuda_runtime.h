@@ -125,14 +125,13 @@ inline cudaError_t cudaGetDeviceProperties(cudaDeviceProp * p, int) {
     return cudaSuccess;
 }
 enum cudaDeviceAttr {
-    cudaDevAttrMultiProcessorCount,
     cudaDevAttrClockRate,
     cudaDevAttrMemoryClockRate,
     cudaDevAttrGlobalMemoryBusWidth,
 };
 // An A100-like part: 4 SMs (as above) at 1.41 GHz, 1.2 GHz x 5120-bit memory.
 inline cudaError_t cudaDeviceGetAttribute(int * v, cudaDeviceAttr a, int) {
-    *v = a == cudaDevAttrMultiProcessorCount ? 4 : a == cudaDevAttrClockRate ? 1410000 : a == cudaDevAttrMemoryClockRate ? 1215000 : 5120;
+    *v = a == cudaDevAttrClockRate ? 1410000 : a == cudaDevAttrMemoryClockRate ? 1215000 : 5120;
     return cudaSuccess;
 }
 inline cudaError_t cudaSetDevice(int) { return cudaSuccess; }
