@@ -379,6 +379,19 @@ void print_layer_json(const std::vector<Layer> & layers) {
     std::printf("]\n");
 }
 
+// Median ms of `timed(n)` (n runs, ms each) after 3 warm-up runs, over
+// `repeats_opt` runs when given, else as many as fit `budget_ms` at the
+// warm-up's slowest, within [min_repeats, 200]; the runs taken go to *repeats.
+double median_ms(const std::function<std::vector<float>(int)> & timed, int repeats_opt, double budget_ms,
+                 double min_repeats, int * repeats) {
+    const std::vector<float> warm = timed(3);
+    const float first = *std::max_element(warm.begin(), warm.end());
+    *repeats = repeats_opt > 0 ? repeats_opt : int(std::clamp(budget_ms / std::max(first, 1e-3f), min_repeats, 200.0));
+    std::vector<float> ms = timed(*repeats);
+    std::sort(ms.begin(), ms.end());
+    return ms[ms.size() / 2];
+}
+
 #ifdef FOVEA_HAVE_CUDA
 // --device cuda: each layer through the CUDA backend (conv2d + bias + ReLU,
 // as on the CPU), timed with CUDA events on the backend's stream after a
@@ -417,12 +430,9 @@ int run_cuda(const std::vector<Layer> & layers, int repeats_opt, const std::stri
             p.pad_top = p.pad_left = p.pad_bottom = p.pad_right = int(l.pad);
             p.activation = Activation::Relu;
             auto once = [&] { be.conv2d(x, w, b, p); };
-            const std::vector<float> warm = cuda::time_on_stream(0, 3, once);
-            const float first = *std::max_element(warm.begin(), warm.end());
-            const int repeats = repeats_opt > 0 ? repeats_opt : int(std::clamp(500.0 / std::max(first, 1e-3f), 10.0, 200.0));
-            std::vector<float> ms = cuda::time_on_stream(0, repeats, once);
-            std::sort(ms.begin(), ms.end());
-            const double med = ms[ms.size() / 2];
+            int repeats = 0;
+            const double med = median_ms([&](int n) { return cuda::time_on_stream(0, n, once); }, repeats_opt, 500.0,
+                                         10.0, &repeats);
             std::printf("%-16s %-24s %-26s %2d %7.3f %8.4f %4d %8.2f %6.1f\n", l.tag().c_str(), l.name.c_str(),
                         l.shape().c_str(), l.count, l.gflop(), med, repeats, l.gflop() / med,
                         peak_tflops > 0 ? 100.0 * l.gflop() / med / peak_tflops : 0.0);
@@ -543,25 +553,21 @@ int run_ops(const std::string & device_arg, int repeats_opt) {
                     dram_peak > 0 ? (", DRAM peak " + std::to_string(int(dram_peak / 1e9)) + " GB/s").c_str() : "",
                     "op", "shape", "MB moved", "ms(med)", "rep", "GB/s", "%peak");
         for (const OpCase & c : cases) {
-            std::vector<float> ms;
-            auto timed = [&](int repeats) {
+            auto timed = [&](int n) {
 #ifdef FOVEA_HAVE_CUDA
-                if (on_cuda) return cuda::time_on_stream(0, repeats, c.run);
+                if (on_cuda) return cuda::time_on_stream(0, n, c.run);
 #endif
                 std::vector<float> out;
-                for (int r = 0; r < repeats; r++) {
+                for (int r = 0; r < n; r++) {
                     const auto t0 = Clock::now();
                     c.run();
                     out.push_back(float(seconds_since(t0) * 1e3));
                 }
                 return out;
             };
-            const std::vector<float> warm = timed(3);
-            const float first = *std::max_element(warm.begin(), warm.end());
-            const int repeats = repeats_opt > 0 ? repeats_opt : int(std::clamp(300.0 / std::max(first, 1e-3f), 5.0, 200.0));
-            ms = timed(repeats);
-            std::sort(ms.begin(), ms.end());
-            const double med = ms[ms.size() / 2], gbs = c.bytes > 0 ? c.bytes / (med * 1e-3) / 1e9 : 0;
+            int repeats = 0;
+            const double med = median_ms(timed, repeats_opt, 300.0, 5.0, &repeats);
+            const double gbs = c.bytes > 0 ? c.bytes / (med * 1e-3) / 1e9 : 0;
             char rate[16] = "-", share[16] = "-";
             if (gbs > 0) std::snprintf(rate, sizeof rate, "%.1f", gbs);
             if (gbs > 0 && dram_peak > 0) std::snprintf(share, sizeof share, "%.1f", 100.0 * gbs * 1e9 / dram_peak);
